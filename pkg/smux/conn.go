@@ -1,0 +1,194 @@
+package smux
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Conn adapts a *websocket.Conn to net.Conn for a smux session. Every Write
+// (or WriteBuffers) becomes one binary message; Read streams message bodies
+// through websocket's NextReader without copying them into a message buffer.
+//
+// Like the websocket connection under it, Conn supports one concurrent
+// reader and one concurrent writer, which is what a smux session uses (its
+// recvLoop and sendLoop). WriteControl (pings, close) may run beside them.
+type Conn struct {
+	ws      *websocket.Conn
+	timeout time.Duration
+
+	// read side, owned by the single reader
+	r        io.Reader
+	readErr  error
+	armedAt  time.Time
+	rearmGap time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// NewConn wraps ws. timeout bounds every wait for incoming data and every
+// write (use Config.KeepAliveTimeout; zero disables both deadlines).
+func NewConn(ws *websocket.Conn, timeout time.Duration) *Conn {
+	c := &Conn{ws: ws, timeout: timeout, rearmGap: timeout / 16}
+	// A pong (answer to a WriteControl ping) proves the peer is alive. The
+	// handler runs on the reading goroutine, inside Read.
+	ws.SetPongHandler(func(string) error {
+		if c.timeout > 0 {
+			c.armedAt = time.Now()
+			return ws.SetReadDeadline(c.armedAt.Add(c.timeout))
+		}
+		return nil
+	})
+	return c
+}
+
+// armRead pushes the read deadline timeout into the future. It is called at
+// the start of every Read, so time spent not reading (smux's receive budget
+// exhausted by slow local readers) never counts against the peer. To keep
+// the hot path cheap the deadline is moved only when it has aged by more
+// than timeout/16, so a silent peer is detected after 15/16 to 16/16 of
+// the timeout.
+func (c *Conn) armRead() error {
+	if c.timeout <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if !c.armedAt.IsZero() && now.Sub(c.armedAt) < c.rearmGap {
+		return nil
+	}
+	c.armedAt = now
+	return c.ws.SetReadDeadline(now.Add(c.timeout))
+}
+
+// Read reads from the current binary message, moving to the next one when it
+// is exhausted. Errors are sticky.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := c.armRead(); err != nil {
+		c.readErr = err
+		return 0, err
+	}
+	for {
+		if c.r == nil {
+			mt, r, err := c.ws.NextReader()
+			if err != nil {
+				c.readErr = err
+				return 0, err
+			}
+			if mt != websocket.BinaryMessage {
+				c.readErr = fmt.Errorf("%w: type %d", ErrNotBinary, mt)
+				return 0, c.readErr
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err == io.EOF {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		if err != nil {
+			c.readErr = err
+		}
+		return n, err
+	}
+}
+
+// Write sends p as one binary message.
+func (c *Conn) Write(p []byte) (int, error) {
+	w, err := c.nextWriter()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(p); err != nil {
+		_ = w.Close()
+		return 0, err
+	}
+	if err := w.Close(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteBuffers sends the concatenation of v as one binary message. smux's
+// sendLoop uses it to send a frame header and its payload together.
+func (c *Conn) WriteBuffers(v [][]byte) (int, error) {
+	w, err := c.nextWriter()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, b := range v {
+		m, err := w.Write(b)
+		n += m
+		if err != nil {
+			_ = w.Close()
+			return n, err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (c *Conn) nextWriter() (io.WriteCloser, error) {
+	if c.timeout > 0 {
+		if err := c.ws.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+			return nil, err
+		}
+	}
+	return c.ws.NextWriter(websocket.BinaryMessage)
+}
+
+// WriteControl sends a ping or close control message; it may be called
+// concurrently with Read and Write.
+func (c *Conn) WriteControl(messageType int, data []byte, deadline time.Time) error {
+	return c.ws.WriteControl(messageType, data, deadline)
+}
+
+// Close sends a best-effort close message (bounded by one second) and closes
+// the underlying connection. It is safe to call more than once.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		c.closeErr = c.ws.Close()
+	})
+	return c.closeErr
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.ws.LocalAddr() }
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+
+// SetDeadline sets both deadlines of the underlying connection. Conn moves
+// them on every Read and Write while a timeout is configured.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.ws.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.ws.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the underlying connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
