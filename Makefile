@@ -1,12 +1,10 @@
 # l5d-tunnel: see README.md. Every target works on a fresh machine with Go;
 # control-plane binaries for the integration and e2e tests are built from the
-# Go module proxy by hack/build-tools.sh and cached under .cache/ (git-ignored).
+# Go module proxy by hack/build-tools.sh and cached under ~/.cache/l5d-tunnel.
 
 SHELL      := /usr/bin/env bash
 GO         ?= go
 BIN        := bin
-TOOLS_BIN  := $(shell pwd)/.cache/tools/v1.35.4/bin
-export KUBEBUILDER_ASSETS ?= $(TOOLS_BIN)
 GOTEST     ?= $(GO) test
 FUZZTIME   ?= 20s
 

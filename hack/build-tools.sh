@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the tests run (kube-apiserver,
 # kube-controller-manager, kubectl, etcd) from the Go module proxy, pinned by
-# hack/tools/go.mod, into $TOOLS_BIN (default: .cache/tools/<version>/bin).
+# hack/tools/go.mod, into $TOOLS_BIN (default:
+# ${XDG_CACHE_HOME:-~/.cache}/l5d-tunnel/tools/<version>/bin, outside the
+# checkout so that fresh clones on the same machine, like CI's, start warm).
+# Prints the folder on stdout.
 # A warm run only checks the stamp file and exits: binaries are rebuilt only
 # when hack/tools/go.mod or go.sum change.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 k8s_version=v1.35.4
-bin=${TOOLS_BIN:-$root/.cache/tools/$k8s_version/bin}
+bin=${TOOLS_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/l5d-tunnel/tools/$k8s_version/bin}
 mkdir -p "$bin"
 
 stamp_src=$(cat "$root/hack/tools/go.mod" "$root/hack/tools/go.sum" "$0" | sha256sum | cut -d' ' -f1)
