@@ -1,0 +1,148 @@
+package mutate
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// credentialsRewriter points the kubeconfig of a credentials Secret at the
+// binding's api port. Errors and warnings never quote the kubeconfig.
+type credentialsRewriter struct {
+	data    map[string]interface{}
+	config  *clientcmdapi.Config
+	cluster *clientcmdapi.Cluster
+}
+
+var credentialsFields = []field{
+	{FieldServer, true},
+	{FieldTLSServerName, true},
+}
+
+func (c *credentialsRewriter) fields() []field { return credentialsFields }
+
+func (c *credentialsRewriter) read(u *unstructured.Unstructured) (values, error) {
+	if sd, ok := u.Object["stringData"].(map[string]interface{}); ok {
+		if _, ok := sd[LinkerdKubeconfigKey]; ok {
+			return nil, fmt.Errorf("stringData.%s is set; only data.%s is rewritten", LinkerdKubeconfigKey, LinkerdKubeconfigKey)
+		}
+	}
+	var ok bool
+	if c.data, ok = u.Object["data"].(map[string]interface{}); !ok {
+		return nil, fmt.Errorf("data is a %s, want an object", jsonType(u.Object["data"]))
+	}
+	raw, ok := c.data[LinkerdKubeconfigKey]
+	if !ok {
+		return nil, fmt.Errorf("data.%s is missing", LinkerdKubeconfigKey)
+	}
+	enc, ok := raw.(string)
+	if !ok {
+		return nil, fmt.Errorf("data.%s is a %s, want a base64 string", LinkerdKubeconfigKey, jsonType(raw))
+	}
+	kc, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, fmt.Errorf("data.%s is not valid base64", LinkerdKubeconfigKey)
+	}
+	// The parse error is not quoted: it may contain pieces of the Secret.
+	if c.config, err = clientcmd.Load(kc); err != nil {
+		return nil, fmt.Errorf("data.%s does not parse as a kubeconfig", LinkerdKubeconfigKey)
+	}
+	if c.config.CurrentContext == "" {
+		return nil, fmt.Errorf("the kubeconfig in data.%s has no current-context", LinkerdKubeconfigKey)
+	}
+	ctx, ok := c.config.Contexts[c.config.CurrentContext]
+	if !ok || ctx == nil {
+		return nil, fmt.Errorf("the kubeconfig in data.%s has no context named by its current-context", LinkerdKubeconfigKey)
+	}
+	if c.cluster, ok = c.config.Clusters[ctx.Cluster]; !ok || c.cluster == nil {
+		return nil, fmt.Errorf("the kubeconfig in data.%s has no cluster named by its current context", LinkerdKubeconfigKey)
+	}
+	v := values{}
+	if c.cluster.Server != "" {
+		v[FieldServer] = present(c.cluster.Server)
+	}
+	if c.cluster.TLSServerName != "" {
+		v[FieldTLSServerName] = present(c.cluster.TLSServerName)
+	}
+	return v, nil
+}
+
+func (c *credentialsRewriter) tunnel(b *Binding, opts Options, orig values) (values, error) {
+	out := values{FieldServer: present(b.APIServerURL(opts.ClusterDomain))}
+	if tls := orig[FieldTLSServerName]; tls.ok && tls.text != "" {
+		out[FieldTLSServerName] = tls
+		return out, nil
+	}
+	host := serverHost(orig[FieldServer].text)
+	switch {
+	case host == "":
+		return nil, fmt.Errorf("the server of the current context in data.%s is not a URL with a host, so the name the home API server's certificate was issued for is unknown (set tls-server-name in the kubeconfig)", LinkerdKubeconfigKey)
+	case pointsAtTunnel(host, b, opts.ClusterDomain):
+		// Users who followed the seed passed --api-server-address with the
+		// tunnel's in-cluster name, which the home certificate does not have.
+		out[FieldTLSServerName] = present(opts.DefaultTLSServerName)
+	default:
+		out[FieldTLSServerName] = present(host)
+	}
+	return out, nil
+}
+
+func (c *credentialsRewriter) write(u *unstructured.Unstructured, v values) error {
+	for key, x := range v {
+		switch key {
+		case FieldServer:
+			c.cluster.Server = x.text
+		case FieldTLSServerName:
+			c.cluster.TLSServerName = x.text
+		default:
+			return fmt.Errorf("internal error: unknown credentials field %q", key)
+		}
+	}
+	kc, err := clientcmd.Write(*c.config)
+	if err != nil {
+		return fmt.Errorf("cannot serialize the rewritten kubeconfig of data.%s", LinkerdKubeconfigKey)
+	}
+	c.data[LinkerdKubeconfigKey] = base64.StdEncoding.EncodeToString(kc)
+	return nil
+}
+
+// serverHost returns the host name or IP of a kubeconfig server URL (a bare
+// host[:port] is accepted, as client-go does), or "".
+func serverHost(server string) string {
+	if server == "" {
+		return ""
+	}
+	if !strings.Contains(server, "://") {
+		server = "https://" + server
+	}
+	u, err := url.Parse(server)
+	if err != nil {
+		return ""
+	}
+	h := u.Hostname()
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String()
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+// pointsAtTunnel reports whether host is a cloud-cluster Service name rather
+// than a name of the home API server: the binding's Services in any short or
+// long form, or any *.svc / *.svc.<domain> name.
+func pointsAtTunnel(host string, b *Binding, domain string) bool {
+	if strings.HasSuffix(host, ".svc") || strings.HasSuffix(host, ".svc."+domain) {
+		return true
+	}
+	for _, name := range []string{b.Service, b.Headless} {
+		if host == name || host == name+"."+b.Namespace {
+			return true
+		}
+	}
+	return false
+}
