@@ -181,7 +181,7 @@ func TestMutateCredentials(t *testing.T) {
 				u.Object["data"] = map[string]interface{}{"kubeconfig": int64(12)}
 				return u
 			}(),
-			b: b,
+			b:       b,
 			warning: "data.kubeconfig is a number, want a base64 string",
 		},
 		"data.kubeconfig missing": {
