@@ -1,0 +1,205 @@
+// Package webhook is the l5d-tunnel webhook binary: flags (Options), the
+// controller-runtime manager (Run), the admission Handler served on the
+// three paths of docs/design.md, and the leader-elected Reconciler. The
+// decisions themselves live in pkg/mutate.
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
+)
+
+// LeaderElectionID names the reconciler's Lease.
+const LeaderElectionID = "l5d-tunnel-webhook"
+
+// Main runs the binary: it parses args, builds the logger and runs until ctx
+// ends. It returns the exit code: 0, 1 on a runtime error, 2 on bad flags.
+func Main(ctx context.Context, args []string, stderr io.Writer) int {
+	o, err := Parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "webhook: %s\n", line)
+		}
+		fmt.Fprintln(stderr, "Run 'webhook --help' for usage.")
+		return 2
+	}
+	log, err := NewLogger(stderr, o.LogFormat, o.LogLevel)
+	if err != nil { // Validate checked both; kept for safety
+		fmt.Fprintf(stderr, "webhook: %v\n", err)
+		return 2
+	}
+	if err := Run(ctx, o, log); err != nil {
+		log.Error("webhook stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// restConfig loads --kubeconfig, else the in-cluster configuration (then
+// $KUBECONFIG and ~/.kube/config, as controller-runtime does).
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load --kubeconfig %q: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load in-cluster configuration (or pass --kubeconfig): %w", err)
+	}
+	return cfg, nil
+}
+
+// Run builds the manager and serves until ctx ends.
+func Run(ctx context.Context, o Options, log *slog.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	lr := logr.FromSlogHandler(log.Handler())
+	ctrl.SetLogger(lr)
+	klog.SetLogger(lr)
+
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, lookup, err := NewManager(cfg, o, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting webhook", "port", o.Port, "bindAddress", o.BindAddress, "certDir", o.CertDir,
+		"trustedNamespaces", o.TrustedNamespaces, "clusterDomain", o.Mutate.ClusterDomain,
+		"leaderElect", o.LeaderElect, "resyncPeriod", o.ResyncPeriod.String())
+	_ = lookup
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// NewManager builds the controller-runtime manager with the webhook server,
+// the reconciler, health checks and metrics. Exported for the tests, which
+// run it in-process against envtest.
+func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *CacheLookup, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, nil, fmt.Errorf("build scheme: %w", err)
+	}
+	hasLink, err := labels.NewRequirement(mutate.LabelLink, selection.Exists, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("binding selector: %w", err)
+	}
+	trusted := make(map[string]cache.Config, len(o.TrustedNamespaces))
+	for _, ns := range o.TrustedNamespaces {
+		trusted[ns] = cache.Config{}
+	}
+	resync := o.ResyncPeriod
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme,
+		Cache: cache.Options{
+			SyncPeriod: &resync,
+			// Only the two informers below exist: a Get of another kind
+			// through the cache fails instead of starting a cluster-wide
+			// informer (no cluster-wide Secret cache, ever).
+			ReaderFailOnMissingInformer: true,
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Service{}: {Namespaces: trusted, Label: labels.NewSelector().Add(*hasLink)},
+				namespaceMeta(): {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
+			},
+		},
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.HealthAddr,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host:    o.BindAddress,
+			Port:    o.Port,
+			CertDir: o.CertDir,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+				// HTTP/1.1 only: the API server does not need HTTP/2 and
+				// it keeps the HTTP/2 stream-reset attacks away.
+				c.NextProtos = []string{"http/1.1"}
+				c.MinVersion = tls.VersionTLS12
+			}},
+		}),
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectionNamespace(),
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create manager: %w", err)
+	}
+	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces}
+	// Create both informers now: the webhook serves on every replica, not
+	// only on the leader whose controller would otherwise create them.
+	for _, obj := range []client.Object{&corev1.Service{}, namespaceMeta()} {
+		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
+			return nil, nil, fmt.Errorf("create informer for %T: %w", obj, err)
+		}
+	}
+
+	h := &Handler{Bindings: lookup, Namespaces: lookup, Options: o.Mutate, Log: log.With("component", "admission")}
+	srv := mgr.GetWebhookServer()
+	recover := true
+	for _, p := range Paths {
+		srv.Register(p, &admission.Webhook{Handler: h, RecoverPanic: &recover})
+	}
+
+	rec := &Reconciler{
+		Lookup:  lookup,
+		Reader:  mgr.GetAPIReader(),
+		Writer:  mgr.GetClient(),
+		Mapper:  mgr.GetRESTMapper(),
+		Options: o.Mutate,
+		Log:     log.With("component", "reconciler"),
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return nil, nil, fmt.Errorf("set up reconciler: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, nil, fmt.Errorf("add healthz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+		return nil, nil, fmt.Errorf("add readyz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("informers", func(r *http.Request) error {
+		if err := lookup.waitSynced(r.Context()); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("add readyz check: %w", err)
+	}
+	return mgr, lookup, nil
+}
