@@ -3,7 +3,7 @@
 # running as an unprivileged user. Build from the repository root:
 #   docker build -f build/tunnel.Dockerfile -t ghcr.io/l5d-tunnel/tunnel:v0.1.0 .
 # (Not built in this repository's CI: no container engine there.)
-ARG GO_VERSION=1.26
+ARG GO_VERSION=1.26.8
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
 WORKDIR /src

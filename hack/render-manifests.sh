@@ -27,6 +27,7 @@ render() {
     echo "# l5d-tunnel: see docs/install.md."
     "$kubectl" kustomize "$root/$src"
   } >"$tmp" || { rm -f "$tmp"; echo "render-manifests: kustomize $src failed" >&2; return 1; }
+  chmod 0644 "$tmp"
   mv "$tmp" "$out/$dst"
 }
 

@@ -1,0 +1,59 @@
+package testenv
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+)
+
+// ManifestsDir is manifests/ of this repository (the kustomize sources of
+// dist/*.yaml).
+func ManifestsDir() string { return filepath.Join(RepoRoot(), "manifests") }
+
+// WebhookConfigurationFile is manifests/webhook/webhook-configuration.yaml,
+// the one source of the MutatingWebhookConfiguration: the kustomize base
+// ships it and the integration tests register it.
+func WebhookConfigurationFile() string {
+	return filepath.Join(ManifestsDir(), "webhook", "webhook-configuration.yaml")
+}
+
+// TunnelBindingFile is the tunnel-server base's binding Services (ClusterIP
+// "tunnel-server" with ports api/probe, headless "tunnel-server-gateway"
+// with port gateway), without the per-cluster label and name prefix the
+// overlays add.
+func TunnelBindingFile() string {
+	return filepath.Join(ManifestsDir(), "tunnel-server", "base", "binding.yaml")
+}
+
+// KustomizeRaw renders a kustomization folder (absolute, or relative to the
+// repository root) with the kustomize built into the cached kubectl.
+func KustomizeRaw(t testing.TB, dir string) []byte {
+	t.Helper()
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(RepoRoot(), dir)
+	}
+	cmd := exec.Command(Bin(t, "kubectl"), "kustomize", dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v: %s", dir, err, stderr.String())
+	}
+	return out
+}
+
+// Kustomize renders a kustomization folder like KustomizeRaw and decodes
+// every object.
+func Kustomize(t testing.TB, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	objs, err := fixtures.Decode(KustomizeRaw(t, dir))
+	if err != nil {
+		t.Fatalf("decode kustomize output of %s: %v", dir, err)
+	}
+	return objs
+}

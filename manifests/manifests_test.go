@@ -1,0 +1,794 @@
+package manifests_test
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/webhook"
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
+)
+
+// The rendered install files and their sources (hack/render-manifests.sh).
+var distFiles = map[string]string{
+	"install-webhook.yaml": "manifests/webhook",
+	"tunnel-server.yaml":   "manifests/tunnel-server/overlays/example-home",
+	"tunnel-client.yaml":   "manifests/tunnel-client/overlays/example-home",
+}
+
+const (
+	ns             = "l5d-tunnel"
+	exampleCluster = "home" // the cluster name of the example overlays
+	webhookSA      = "l5d-tunnel-webhook"
+)
+
+func root(p ...string) string { return filepath.Join(append([]string{testenv.RepoRoot()}, p...)...) }
+
+// loadDist decodes one checked-in dist file.
+func loadDist(t *testing.T, name string) []*unstructured.Unstructured {
+	t.Helper()
+	raw, err := os.ReadFile(root("dist", name))
+	if err != nil {
+		t.Fatalf("read dist/%s (run `make manifests`): %v", name, err)
+	}
+	objs, err := fixtures.Decode(raw)
+	if err != nil {
+		t.Fatalf("decode dist/%s: %v", name, err)
+	}
+	return objs
+}
+
+func loadAllDist(t *testing.T) map[string][]*unstructured.Unstructured {
+	out := map[string][]*unstructured.Unstructured{}
+	for f := range distFiles {
+		out[f] = loadDist(t, f)
+	}
+	return out
+}
+
+// as converts an unstructured object to its typed form, failing on fields
+// the type does not know (a typo in a manifest).
+func as[T any](t *testing.T, u *unstructured.Unstructured) *T {
+	t.Helper()
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, out, true); err != nil {
+		t.Fatalf("%s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	return out
+}
+
+func ofKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, namespace, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetNamespace() == namespace && o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s/%s", kind, namespace, name)
+	return nil
+}
+
+// kustomizations lists every folder under manifests/ with a kustomization
+// file, and whether it is a Component.
+func kustomizations(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	err := filepath.WalkDir(testenv.ManifestsDir(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "kustomization.yaml" {
+			return err
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[filepath.Dir(p)] = regexp.MustCompile(`(?m)^kind:\s*Component\s*$`).Match(raw)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 6 {
+		t.Fatalf("found only %d kustomizations under manifests/: %v", len(out), out)
+	}
+	return out
+}
+
+// TestKustomizeBuildsEverything builds every base, overlay and component
+// (components on top of the base they extend) and checks that every
+// namespaced object lands in a namespace the install owns.
+func TestKustomizeBuildsEverything(t *testing.T) {
+	owned := []string{ns, "linkerd", "linkerd-multicluster"}
+	for dir, component := range kustomizations(t) {
+		rel, _ := filepath.Rel(testenv.RepoRoot(), dir)
+		t.Run(rel, func(t *testing.T) {
+			build := dir
+			if component {
+				// Build the component on top of the tunnel-server base, from
+				// a temporary overlay (kustomize wants relative paths).
+				tmp := t.TempDir()
+				base, _ := filepath.Rel(tmp, root("manifests", "tunnel-server", "base"))
+				comp, _ := filepath.Rel(tmp, dir)
+				k := fmt.Sprintf("resources:\n- %s\ncomponents:\n- %s\n", base, comp)
+				if err := os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				build = tmp
+			}
+			objs := testenv.Kustomize(t, build)
+			if len(objs) == 0 {
+				t.Fatal("no objects")
+			}
+			for _, o := range objs {
+				switch o.GetKind() {
+				case "Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration":
+					if o.GetNamespace() != "" {
+						t.Errorf("cluster-scoped %s %s has namespace %q", o.GetKind(), o.GetName(), o.GetNamespace())
+					}
+				default:
+					if !slices.Contains(owned, o.GetNamespace()) {
+						t.Errorf("%s %s is in namespace %q, want one of %v", o.GetKind(), o.GetName(), o.GetNamespace(), owned)
+					}
+				}
+			}
+			if component {
+				if len(ofKind(objs, "Ingress")) != 1 {
+					t.Errorf("component adds %d Ingresses, want 1", len(ofKind(objs, "Ingress")))
+				}
+			}
+		})
+	}
+}
+
+// TestDistUpToDate renders dist/ into a temporary folder with the same
+// script `make manifests` runs and compares byte for byte.
+func TestDistUpToDate(t *testing.T) {
+	out := t.TempDir()
+	cmd := exec.Command(root("hack", "render-manifests.sh"))
+	cmd.Env = append(os.Environ(), "OUT_DIR="+out, "KUBECTL="+testenv.Bin(t, "kubectl"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hack/render-manifests.sh: %v\n%s", err, b)
+	}
+	entries, _ := os.ReadDir(out)
+	if len(entries) != len(distFiles) {
+		t.Errorf("render-manifests.sh wrote %d files, want %d", len(entries), len(distFiles))
+	}
+	for f, src := range distFiles {
+		want, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(root("dist", f))
+		if err != nil {
+			t.Fatalf("dist/%s: %v (run `make manifests`)", f, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("dist/%s is not what %s renders to: run `make manifests` and commit", f, src)
+		}
+		if !bytes.Contains(want, []byte("from "+src+";")) {
+			t.Errorf("dist/%s header does not name its source %s", f, src)
+		}
+	}
+}
+
+// flagValue returns the value of --name=value in args.
+func flagValue(args []string, name string) (string, bool) {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func flagValues(args []string, name string) []string {
+	var out []string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func addrPort(t *testing.T, addr string) int32 {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	return int32(n)
+}
+
+// containerPort resolves a probe or Service target port against a container.
+func containerPort(c corev1.Container, p intstr.IntOrString) (int32, bool) {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return cp.ContainerPort, true
+		}
+	}
+	return 0, false
+}
+
+// TestWorkloadSecurity checks every Deployment of every dist file: non-root,
+// read-only root filesystem, no privilege escalation, ALL capabilities
+// dropped, RuntimeDefault seccomp, resources, liveness and readiness probes
+// on the binaries' health endpoints, pinned image references kustomize can
+// override, no host access; tunnel pods unmeshed and without an API token;
+// a NetworkPolicy for each; the webhook highly available.
+func TestWorkloadSecurity(t *testing.T) {
+	all := loadAllDist(t)
+	deployments := 0
+	for file, objs := range all {
+		for _, n := range ofKind(objs, "Namespace") {
+			if n.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
+				t.Errorf("%s: Namespace %s does not enforce the restricted Pod Security Standard", file, n.GetName())
+			}
+		}
+		for _, u := range ofKind(objs, "Deployment") {
+			deployments++
+			d := as[appsv1.Deployment](t, u)
+			t.Run(file+"/"+d.Name, func(t *testing.T) {
+				checkPodSecurity(t, d)
+				checkNetworkPolicy(t, objs, d)
+				spec := d.Spec.Template.Spec
+				c := spec.Containers[0]
+				image := regexp.MustCompile(`^ghcr\.io/l5d-tunnel/(tunnel|webhook):v[0-9][^:]*$`).FindStringSubmatch(c.Image)
+				if image == nil {
+					t.Fatalf("image %q: want ghcr.io/l5d-tunnel/{tunnel,webhook}:v<version> (overridable with kustomize images:)", c.Image)
+				}
+				switch image[1] {
+				case "tunnel":
+					if d.Spec.Template.Annotations["linkerd.io/inject"] != "disabled" {
+						t.Error("tunnel pods must carry linkerd.io/inject: disabled (a proxy would take 4143/4191)")
+					}
+					if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+						t.Error("tunnel pods need no Kubernetes API token: automountServiceAccountToken must be false")
+					}
+					admin, ok := flagValue(c.Args, "admin-addr")
+					if !ok {
+						t.Fatal("no --admin-addr")
+					}
+					checkProbes(t, c, "/healthz", "/readyz", addrPort(t, admin))
+				case "webhook":
+					health, ok := flagValue(c.Args, "health-addr")
+					if !ok {
+						t.Fatal("no --health-addr")
+					}
+					checkProbes(t, c, "/healthz", "/readyz", addrPort(t, health))
+					if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+						t.Error("webhook needs at least 2 replicas")
+					}
+					aff := spec.Affinity
+					if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution)+len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
+						t.Error("webhook has no pod anti-affinity")
+					}
+					checkPDB(t, objs, d)
+				}
+			})
+		}
+	}
+	if deployments != 3 {
+		t.Errorf("found %d Deployments in dist/, want 3 (webhook, tunnel server, tunnel client)", deployments)
+	}
+}
+
+func checkPodSecurity(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	spec := d.Spec.Template.Spec
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Error("pod securityContext.runAsNonRoot must be true")
+	}
+	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		t.Error("pod securityContext.runAsUser must be a non-zero UID")
+	}
+	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Error("pod seccompProfile must be RuntimeDefault")
+	}
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		t.Error("pod uses host namespaces")
+	}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			t.Errorf("volume %s is a hostPath", v.Name)
+		}
+		if v.Secret != nil && len(v.Secret.Items) > 0 {
+			t.Errorf("secret volume %s selects items: mount the whole Secret so updates are seen", v.Name)
+		}
+	}
+	if len(spec.InitContainers) > 0 {
+		t.Error("init containers are not expected")
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		switch {
+		case sc == nil:
+			t.Fatalf("container %s has no securityContext", c.Name)
+		case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+			t.Errorf("container %s: readOnlyRootFilesystem must be true", c.Name)
+		case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+			t.Errorf("container %s: allowPrivilegeEscalation must be false", c.Name)
+		case sc.Privileged != nil && *sc.Privileged:
+			t.Errorf("container %s is privileged", c.Name)
+		case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
+			t.Errorf("container %s: capabilities must drop ALL and add none", c.Name)
+		case sc.RunAsUser != nil && *sc.RunAsUser == 0:
+			t.Errorf("container %s runs as root", c.Name)
+		}
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			if q, ok := c.Resources.Requests[r]; !ok || q.IsZero() {
+				t.Errorf("container %s: no %s request", c.Name, r)
+			}
+			if q, ok := c.Resources.Limits[r]; !ok || q.IsZero() {
+				t.Errorf("container %s: no %s limit", c.Name, r)
+			}
+		}
+		if c.Image == "" || strings.HasSuffix(c.Image, ":latest") {
+			t.Errorf("container %s: image %q must be pinned", c.Name, c.Image)
+		}
+	}
+}
+
+func checkProbes(t *testing.T, c corev1.Container, live, ready string, port int32) {
+	t.Helper()
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", c.LivenessProbe, live}, {"readiness", c.ReadinessProbe, ready}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("no HTTP %s probe", p.name)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path {
+			t.Errorf("%s probe path %q, want %q", p.name, p.probe.HTTPGet.Path, p.path)
+		}
+		got, ok := containerPort(c, p.probe.HTTPGet.Port)
+		if !ok || got != port {
+			t.Errorf("%s probe port %v is container port %d, but the binary serves it on %d", p.name, p.probe.HTTPGet.Port.String(), got, port)
+		}
+	}
+}
+
+// checkNetworkPolicy wants a NetworkPolicy in the Deployment's namespace
+// whose podSelector selects its pods and that restricts ingress.
+func checkNetworkPolicy(t *testing.T, objs []*unstructured.Unstructured, d *appsv1.Deployment) {
+	t.Helper()
+	for _, u := range ofKind(objs, "NetworkPolicy") {
+		np := as[networkingv1.NetworkPolicy](t, u)
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if np.Namespace == d.Namespace && !sel.Empty() && sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+				t.Errorf("NetworkPolicy %s does not restrict ingress", np.Name)
+			}
+			for _, r := range np.Spec.Ingress {
+				if len(r.Ports) == 0 {
+					t.Errorf("NetworkPolicy %s has an ingress rule open on every port", np.Name)
+				}
+			}
+			return
+		}
+	}
+	t.Errorf("no NetworkPolicy selects the pods of Deployment %s", d.Name)
+}
+
+func checkPDB(t *testing.T, objs []*unstructured.Unstructured, d *appsv1.Deployment) {
+	t.Helper()
+	for _, u := range ofKind(objs, "PodDisruptionBudget") {
+		pdb := as[policyv1.PodDisruptionBudget](t, u)
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pdb.Namespace == d.Namespace && sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < 1 {
+				t.Errorf("PodDisruptionBudget %s must keep at least one pod", pdb.Name)
+			}
+			return
+		}
+	}
+	t.Errorf("no PodDisruptionBudget for Deployment %s", d.Name)
+}
+
+// TestTunnelBinding checks the binding contract of docs/design.md on the
+// rendered tunnel server: pkg/mutate's own FindBinding accepts it, the
+// Services select the server pods on ports the server listens on, and the
+// websocket Service and Ingress reach the websocket endpoint.
+func TestTunnelBinding(t *testing.T) {
+	objs := loadDist(t, "tunnel-server.yaml")
+	var svcs []corev1.Service
+	for _, u := range ofKind(objs, "Service") {
+		svcs = append(svcs, *as[corev1.Service](t, u))
+	}
+	b, err := mutate.FindBinding(exampleCluster, svcs, []string{ns})
+	if err != nil || b == nil {
+		t.Fatalf("FindBinding(%q): %v, %v", exampleCluster, b, err)
+	}
+	want := mutate.Binding{Cluster: exampleCluster, Namespace: ns, Service: "home-tunnel-server", Headless: "home-tunnel-server-gateway",
+		APIPort: 6443, ProbePort: 4191, GatewayPort: 4143}
+	if *b != want {
+		t.Errorf("binding\n got %+v\nwant %+v (the ports docs/install.md documents)", *b, want)
+	}
+	// The binding must not depend on the file it lives in: the base's
+	// binding.yaml holds exactly the two binding Services.
+	baseRaw, err := os.ReadFile(testenv.TunnelBindingFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseObjs, err := fixtures.Decode(baseRaw)
+	if err != nil || len(baseObjs) != 2 {
+		t.Fatalf("%s: %d objects, %v; want the 2 binding Services", testenv.TunnelBindingFile(), len(baseObjs), err)
+	}
+
+	d := as[appsv1.Deployment](t, find(t, objs, "Deployment", ns, "home-tunnel-server"))
+	c := d.Spec.Template.Spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "server" {
+		t.Fatalf("args %q: want the server subcommand", c.Args)
+	}
+	listeners := map[string]int32{}
+	for _, p := range flagValues(c.Args, "port") {
+		name, addr, _ := strings.Cut(p, "=")
+		listeners[name] = addrPort(t, addr)
+	}
+	wantListeners := map[string]int32{"api": 6443, "probe": 4191, "gateway": 4143}
+	if !reflect.DeepEqual(listeners, wantListeners) {
+		t.Errorf("--port listeners %v, want %v", listeners, wantListeners)
+	}
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	linked := 0
+	for _, s := range svcs {
+		if !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) || len(s.Spec.Selector) == 0 {
+			t.Errorf("Service %s does not select the tunnel-server pods", s.Name)
+		}
+		if s.Labels[mutate.LabelLink] != "" {
+			linked++
+		}
+		for _, p := range s.Spec.Ports {
+			port, ok := containerPort(c, p.TargetPort)
+			if !ok {
+				t.Errorf("Service %s port %s: targetPort %s is no container port", s.Name, p.Name, p.TargetPort.String())
+				continue
+			}
+			if l, isListener := listeners[p.Name]; isListener && l != port {
+				t.Errorf("Service %s port %s targets %d, but the server listens on %d", s.Name, p.Name, port, l)
+			}
+		}
+	}
+	if linked != 2 {
+		t.Errorf("%d Services carry %s; only the two binding Services may (more makes the binding ambiguous)", linked, mutate.LabelLink)
+	}
+	for _, s := range []string{b.Service, b.Headless} {
+		svc := as[corev1.Service](t, find(t, objs, "Service", ns, s))
+		if svc.Spec.PublishNotReadyAddresses {
+			t.Errorf("binding Service %s publishes not-ready pods: it must route only to servers with a client session", s)
+		}
+	}
+
+	// Websocket endpoint: Service -> --listen, reachable before Ready.
+	listen, _ := flagValue(c.Args, "listen")
+	ws := as[corev1.Service](t, find(t, objs, "Service", ns, "home-tunnel-server-ws"))
+	if !ws.Spec.PublishNotReadyAddresses {
+		t.Error("the websocket Service must publish not-ready pods (servers are Ready only once a client connected)")
+	}
+	if port, ok := containerPort(c, ws.Spec.Ports[0].TargetPort); !ok || port != addrPort(t, listen) {
+		t.Errorf("websocket Service targets %v, server --listen is %s", ws.Spec.Ports[0].TargetPort.String(), listen)
+	}
+	ing := as[networkingv1.Ingress](t, find(t, objs, "Ingress", ns, "home-tunnel-server"))
+	path := ing.Spec.Rules[0].HTTP.Paths[0]
+	if path.Path != "/tunnel" || path.Backend.Service == nil || path.Backend.Service.Name != ws.Name || path.Backend.Service.Port.Name != ws.Spec.Ports[0].Name {
+		t.Errorf("Ingress path %+v does not route /tunnel to %s:%s", path, ws.Name, ws.Spec.Ports[0].Name)
+	}
+
+	// The per-cluster token Secret.
+	var token string
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			token = v.Secret.SecretName
+		}
+	}
+	if token != exampleCluster+"-tunnel-token" {
+		t.Errorf("server token Secret %q, want %q (one token per linked cluster)", token, exampleCluster+"-tunnel-token")
+	}
+	if tf, _ := flagValue(c.Args, "token-file"); !mountedFile(c, tf) {
+		t.Errorf("--token-file %q is not in a mounted volume", tf)
+	}
+}
+
+func mountedFile(c corev1.Container, file string) bool {
+	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTunnelClient checks the home side: the only upstreams are the three of
+// the issue, the server URL comes from the ConfigMap, the token from a file.
+func TestTunnelClient(t *testing.T) {
+	objs := loadDist(t, "tunnel-client.yaml")
+	deps := ofKind(objs, "Deployment")
+	if len(deps) != 1 {
+		t.Fatalf("%d Deployments, want 1", len(deps))
+	}
+	d := as[appsv1.Deployment](t, deps[0])
+	c := d.Spec.Template.Spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "client" {
+		t.Fatalf("args %q: want the client subcommand", c.Args)
+	}
+	wantUp := []string{
+		"api=kubernetes.default.svc:443",
+		"gateway=linkerd-gateway.linkerd-multicluster.svc.cluster.local:4143",
+		"probe=linkerd-gateway.linkerd-multicluster.svc.cluster.local:4191",
+	}
+	if got := flagValues(c.Args, "upstream"); !slices.Equal(got, wantUp) {
+		t.Errorf("--upstream %q, want %q", got, wantUp)
+	}
+	if s, _ := flagValue(c.Args, "server"); s != "$(TUNNEL_SERVER)" {
+		t.Errorf("--server=%q, want $(TUNNEL_SERVER) from the ConfigMap", s)
+	}
+	server := serverURL(t, objs, c)
+	if !regexp.MustCompile(`^wss://[a-z0-9.-]+(:[0-9]+)?/tunnel$`).MatchString(server) {
+		t.Errorf("server URL %q: want wss://<host>/tunnel", server)
+	}
+	// The client dials the host the server overlay's Ingress serves.
+	ing := as[networkingv1.Ingress](t, find(t, loadDist(t, "tunnel-server.yaml"), "Ingress", ns, "home-tunnel-server"))
+	if want := "wss://" + ing.Spec.Rules[0].Host + "/tunnel"; server != want {
+		t.Errorf("client server URL %q, but the example server Ingress serves %q", server, want)
+	}
+	if tf, _ := flagValue(c.Args, "token-file"); !mountedFile(c, tf) {
+		t.Errorf("--token-file %q is not in a mounted volume", tf)
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+		t.Error("the client should run 2 replicas (the server uses the newest live session)")
+	}
+	checkPDB(t, objs, d)
+}
+
+// serverURL resolves $(TUNNEL_SERVER) through the container's env.
+func serverURL(t *testing.T, objs []*unstructured.Unstructured, c corev1.Container) string {
+	t.Helper()
+	for _, e := range c.Env {
+		if e.Name == "TUNNEL_SERVER" && e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+			ref := e.ValueFrom.ConfigMapKeyRef
+			cm := as[corev1.ConfigMap](t, find(t, objs, "ConfigMap", ns, ref.Name))
+			return cm.Data[ref.Key]
+		}
+	}
+	t.Fatal("no TUNNEL_SERVER from a ConfigMap")
+	return ""
+}
+
+// TestWebhookConfigurationSingleSource: the MutatingWebhookConfiguration in
+// dist is manifests/webhook/webhook-configuration.yaml with only the
+// cert-manager annotation added, and it reaches the webhook Deployment
+// through the Service and certificate of the install.
+func TestWebhookConfigurationSingleSource(t *testing.T) {
+	raw, err := os.ReadFile(testenv.WebhookConfigurationFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := fixtures.Decode(raw)
+	if err != nil || len(src) != 1 || src[0].GetKind() != "MutatingWebhookConfiguration" {
+		t.Fatalf("%s: want exactly one MutatingWebhookConfiguration (%d objects, %v)", testenv.WebhookConfigurationFile(), len(src), err)
+	}
+	objs := loadDist(t, "install-webhook.yaml")
+	mwcs := ofKind(objs, "MutatingWebhookConfiguration")
+	if len(mwcs) != 1 {
+		t.Fatalf("%d MutatingWebhookConfigurations in dist/install-webhook.yaml, want 1", len(mwcs))
+	}
+	want := as[admissionregistrationv1.MutatingWebhookConfiguration](t, src[0])
+	got := as[admissionregistrationv1.MutatingWebhookConfiguration](t, mwcs[0])
+	if got.Name != want.Name || !reflect.DeepEqual(got.Webhooks, want.Webhooks) {
+		t.Errorf("dist webhooks differ from %s:\n got %+v\nwant %+v", testenv.WebhookConfigurationFile(), got.Webhooks, want.Webhooks)
+	}
+	if len(want.Webhooks) != 3 {
+		t.Errorf("%d webhooks, want 3 (probe Services, credentials Secrets, Links)", len(want.Webhooks))
+	}
+	for k, v := range want.Annotations {
+		if got.Annotations[k] != v {
+			t.Errorf("annotation %s lost in dist", k)
+		}
+	}
+
+	// cert-manager injects the CA of the serving Certificate.
+	inject := got.Annotations["cert-manager.io/inject-ca-from"]
+	certNS, certName, _ := strings.Cut(inject, "/")
+	cert := find(t, objs, "Certificate", certNS, certName)
+	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	secretName, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
+	issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+	issuer := find(t, objs, "Issuer", certNS, issuerName)
+	caSecret, isCA, _ := unstructured.NestedString(issuer.Object, "spec", "ca", "secretName")
+	if !isCA {
+		t.Errorf("serving Certificate %s is issued by %s, which is not a CA Issuer (a self-signed serving certificate races cainjector on renewal)", certName, issuerName)
+	}
+	caCert := ofKind(objs, "Certificate")
+	var caOK bool
+	for _, c := range caCert {
+		isCA, _, _ := unstructured.NestedBool(c.Object, "spec", "isCA")
+		sn, _, _ := unstructured.NestedString(c.Object, "spec", "secretName")
+		iss, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "name")
+		if isCA && sn == caSecret {
+			selfSigned := find(t, objs, "Issuer", c.GetNamespace(), iss)
+			_, caOK, _ = unstructured.NestedMap(selfSigned.Object, "spec", "selfSigned")
+		}
+	}
+	if !caOK {
+		t.Errorf("CA Issuer %s: its Secret %s does not come from an isCA Certificate of a self-signed Issuer", issuerName, caSecret)
+	}
+
+	d := as[appsv1.Deployment](t, find(t, objs, "Deployment", ns, "l5d-tunnel-webhook"))
+	c := d.Spec.Template.Spec.Containers[0]
+	certDir, _ := flagValue(c.Args, "cert-dir")
+	var mounted bool
+	for _, m := range c.VolumeMounts {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == secretName && m.MountPath == certDir && m.SubPath == "" {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("serving Secret %s is not mounted (as a directory) at --cert-dir %q", secretName, certDir)
+	}
+	port, _ := flagValue(c.Args, "port")
+	for _, wh := range got.Webhooks {
+		ref := wh.ClientConfig.Service
+		if ref == nil {
+			t.Errorf("webhook %s: no service reference", wh.Name)
+			continue
+		}
+		if !slices.Contains(webhook.Paths, *ref.Path) {
+			t.Errorf("webhook %s: path %s is not served (%v)", wh.Name, *ref.Path, webhook.Paths)
+		}
+		if !slices.Contains(dnsNames, ref.Name+"."+ref.Namespace+".svc") {
+			t.Errorf("webhook %s: certificate dnsNames %v lack %s.%s.svc", wh.Name, dnsNames, ref.Name, ref.Namespace)
+		}
+		svc := as[corev1.Service](t, find(t, objs, "Service", ref.Namespace, ref.Name))
+		var reached bool
+		for _, sp := range svc.Spec.Ports {
+			if ref.Port != nil && sp.Port == *ref.Port {
+				cp, ok := containerPort(c, sp.TargetPort)
+				reached = ok && strconv.Itoa(int(cp)) == port
+			}
+		}
+		if !reached || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("webhook %s: Service %s port %v does not reach the webhook's --port %s", wh.Name, svc.Name, ref.Port, port)
+		}
+		// The issue's requirements on every entry.
+		if wh.SideEffects == nil || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone {
+			t.Errorf("webhook %s: sideEffects must be None", wh.Name)
+		}
+		if !slices.Equal(wh.AdmissionReviewVersions, []string{"v1"}) {
+			t.Errorf("webhook %s: admissionReviewVersions %v", wh.Name, wh.AdmissionReviewVersions)
+		}
+		if wh.TimeoutSeconds == nil || *wh.TimeoutSeconds > 10 {
+			t.Errorf("webhook %s: timeout must be short (<= 10s)", wh.Name)
+		}
+		if wh.FailurePolicy == nil {
+			t.Errorf("webhook %s: failurePolicy must be explicit (docs/install.md explains the choice)", wh.Name)
+		}
+		sel, err := metav1.LabelSelectorAsSelector(wh.NamespaceSelector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for nsName, admitted := range map[string]bool{"linkerd-multicluster": true, "kube-system": false, ns: false} {
+			l := labels.Set{"kubernetes.io/metadata.name": nsName, mutate.LabelRewrite: mutate.LabelRewriteEnabled}
+			if got := sel.Matches(l); got != admitted {
+				t.Errorf("webhook %s: opted-in namespace %s reaches the webhook: %v, want %v", wh.Name, nsName, got, admitted)
+			}
+		}
+		if sel.Matches(labels.Set{"kubernetes.io/metadata.name": "linkerd"}) {
+			t.Errorf("webhook %s: namespaces that did not opt in reach the webhook", wh.Name)
+		}
+	}
+}
+
+// TestWebhookFlags parses the Deployment's arguments with the webhook
+// binary's own flag parser.
+func TestWebhookFlags(t *testing.T) {
+	objs := loadDist(t, "install-webhook.yaml")
+	d := as[appsv1.Deployment](t, find(t, objs, "Deployment", ns, "l5d-tunnel-webhook"))
+	c := d.Spec.Template.Spec.Containers[0]
+	var podNS bool
+	for _, e := range c.Env {
+		podNS = podNS || (e.Name == webhook.EnvPodNamespace && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace")
+	}
+	if !podNS {
+		t.Errorf("no %s from the downward API", webhook.EnvPodNamespace)
+	}
+	if d.Spec.Template.Spec.ServiceAccountName != webhookSA {
+		t.Errorf("serviceAccountName %q, want %q", d.Spec.Template.Spec.ServiceAccountName, webhookSA)
+	}
+	t.Setenv(webhook.EnvPodNamespace, ns)
+	certDir := t.TempDir()
+	args := make([]string, 0, len(c.Args))
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--cert-dir=") {
+			a = "--cert-dir=" + certDir // the mount does not exist here
+		}
+		args = append(args, a)
+	}
+	var stderr bytes.Buffer
+	o, err := webhook.Parse(args, &stderr)
+	if err != nil {
+		t.Fatalf("webhook %q: %v\n%s", args, err, stderr.String())
+	}
+	if !o.LeaderElect || o.Port != 9443 || !slices.Equal(o.TrustedNamespaces, []string{ns}) {
+		t.Errorf("parsed %+v: want leader election, port 9443, trusted namespace %s", o, ns)
+	}
+}
+
+// TestDockerfiles checks what can be checked without a container engine:
+// a multi-stage build of a static binary into a distroless or scratch image
+// that runs as a non-root UID, one per binary.
+func TestDockerfiles(t *testing.T) {
+	for _, bin := range []string{"tunnel", "webhook"} {
+		t.Run(bin, func(t *testing.T) {
+			raw, err := os.ReadFile(root("build", bin+".Dockerfile"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(raw)
+			froms := regexp.MustCompile(`(?m)^FROM[ \t]+(--\S+[ \t]+)*(\S+)`).FindAllStringSubmatch(s, -1)
+			if len(froms) != 2 || !strings.HasPrefix(froms[0][2], "golang:") {
+				t.Fatalf("want a golang build stage and a final stage, got %v", froms)
+			}
+			if final := froms[1][2]; !strings.HasPrefix(final, "gcr.io/distroless/static") && final != "scratch" {
+				t.Errorf("final stage %q: want distroless/static or scratch", final)
+			}
+			for _, want := range []string{"CGO_ENABLED=0", "./cmd/" + bin, "-trimpath", "USER 65532:65532", `ENTRYPOINT ["/` + bin + `"]`} {
+				if !strings.Contains(s, want) {
+					t.Errorf("missing %q", want)
+				}
+			}
+			if _, err := os.Stat(root("cmd", bin)); err != nil {
+				t.Errorf("cmd/%s: %v", bin, err)
+			}
+		})
+	}
+}
