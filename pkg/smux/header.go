@@ -124,3 +124,51 @@ func WriteHeader(w io.Writer, h Header) error {
 	}
 	return nil
 }
+
+// Reply is the one status byte the accepting side writes back on a stream
+// after handling its header: ReplyOK before any payload, or a refusal
+// followed by closing the stream.
+type Reply byte
+
+// Replies. Unknown values are treated as refusals.
+const (
+	ReplyOK              Reply = 0
+	ReplyUnknownListener Reply = 1
+	ReplyDialFailed      Reply = 2
+	ReplyDraining        Reply = 3
+	ReplyBadHeader       Reply = 4
+)
+
+// String returns a metric-label-friendly reason.
+func (r Reply) String() string {
+	switch r {
+	case ReplyOK:
+		return "ok"
+	case ReplyUnknownListener:
+		return "unknown_listener"
+	case ReplyDialFailed:
+		return "dial_failed"
+	case ReplyDraining:
+		return "draining"
+	case ReplyBadHeader:
+		return "bad_header"
+	}
+	return "unknown_reply"
+}
+
+// ReadReply reads the status byte.
+func ReadReply(r io.Reader) (Reply, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, fmt.Errorf("read stream reply: %w", err)
+	}
+	return Reply(b[0]), nil
+}
+
+// WriteReply writes the status byte.
+func WriteReply(w io.Writer, r Reply) error {
+	if _, err := w.Write([]byte{byte(r)}); err != nil {
+		return fmt.Errorf("write stream reply: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package tunnel
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
+)
+
+// TokenEnv is the environment variable read when no token file is given.
+const TokenEnv = "TUNNEL_TOKEN"
+
+// TunnelPath is the websocket endpoint on the server's --listen address.
+const TunnelPath = "/tunnel"
+
+// Endpoint is a named address: a server listener (--port NAME=ADDR) or a
+// client upstream (--upstream NAME=HOST:PORT).
+type Endpoint struct {
+	Name string
+	Addr string
+}
+
+// ParseEndpoint parses NAME=ADDR. flag is used in error messages.
+func ParseEndpoint(flag, s string) (Endpoint, error) {
+	name, addr, ok := strings.Cut(s, "=")
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %s %q: want NAME=ADDR", ErrConfig, flag, s)
+	}
+	if err := smux.ValidateListenerName(name); err != nil {
+		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return Endpoint{}, fmt.Errorf("%w: %s %q: bad port %q", ErrConfig, flag, s, port)
+	}
+	_ = host
+	return Endpoint{Name: name, Addr: addr}, nil
+}
+
+func validateEndpoints(flag string, eps []Endpoint, needHost bool) error {
+	if len(eps) == 0 {
+		return fmt.Errorf("%w: at least one %s NAME=ADDR is required", ErrConfig, flag)
+	}
+	seen := map[string]bool{}
+	for _, e := range eps {
+		if _, err := ParseEndpoint(flag, e.Name+"="+e.Addr); err != nil {
+			return err
+		}
+		if needHost {
+			host, port, _ := net.SplitHostPort(e.Addr)
+			if host == "" || port == "0" {
+				return fmt.Errorf("%w: %s %s=%s: needs a host and a non-zero port", ErrConfig, flag, e.Name, e.Addr)
+			}
+		}
+		if seen[e.Name] {
+			return fmt.Errorf("%w: %s: name %q given twice", ErrConfig, flag, e.Name)
+		}
+		seen[e.Name] = true
+	}
+	return nil
+}
+
+// Common holds settings shared by server and client.
+type Common struct {
+	// TokenFile holds the shared token (first non-empty line for the client;
+	// every non-empty line is accepted by the server, to allow rotation). It
+	// is re-read on every handshake. Empty: use Token.
+	TokenFile string
+	// Token is the token from TUNNEL_TOKEN, used when TokenFile is empty.
+	Token string
+	// AdminAddr serves /healthz, /readyz and /metrics. Empty disables it.
+	AdminAddr string
+	// Session tunes smux and the websocket connection.
+	Session smux.Config
+	// DrainGrace is how long open streams may finish after SIGTERM.
+	DrainGrace time.Duration
+	// CopyBufferSize is the size of the pooled buffers that copy from TCP
+	// sockets into streams.
+	CopyBufferSize int
+}
+
+func defaultCommon() Common {
+	return Common{
+		AdminAddr:      ":9090",
+		Session:        smux.DefaultConfig(),
+		DrainGrace:     20 * time.Second,
+		CopyBufferSize: 64 << 10,
+	}
+}
+
+func (c Common) validate() error {
+	if c.TokenFile == "" && c.Token == "" {
+		return fmt.Errorf("%w: --token-file or %s is required", ErrConfig, TokenEnv)
+	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			return fmt.Errorf("%w: --admin-addr %q: %v", ErrConfig, c.AdminAddr, err)
+		}
+	}
+	if err := c.Session.Validate(); err != nil {
+		return fmt.Errorf("%w: session tuning (--keepalive-*, --*-window, --max-frame-size): %v", ErrConfig, err)
+	}
+	if c.DrainGrace < 0 {
+		return fmt.Errorf("%w: --drain-grace %v must not be negative", ErrConfig, c.DrainGrace)
+	}
+	if c.CopyBufferSize < 4096 || c.CopyBufferSize > 4<<20 {
+		return fmt.Errorf("%w: --copy-buffer %d must be between 4096 and 4194304", ErrConfig, c.CopyBufferSize)
+	}
+	return nil
+}
+
+// ServerConfig configures `tunnel server`.
+type ServerConfig struct {
+	Common
+	// Listen is the HTTP(S) address of the websocket endpoint (path /tunnel).
+	Listen string
+	// Ports are the named TCP listeners (--port NAME=ADDR).
+	Ports []Endpoint
+	// TLSCert and TLSKey enable TLS on Listen; both or neither. They are
+	// reloaded when the files change.
+	TLSCert, TLSKey string
+}
+
+// DefaultServerConfig returns the defaults of `tunnel server`.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{Common: defaultCommon(), Listen: ":8080"}
+}
+
+// Validate reports the first problem, naming the flag.
+func (c ServerConfig) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("%w: --listen %q: %v", ErrConfig, c.Listen, err)
+	}
+	if err := validateEndpoints("--port", c.Ports, false); err != nil {
+		return err
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("%w: --tls-cert and --tls-key must be given together", ErrConfig)
+	}
+	return c.Common.validate()
+}
+
+// ClientConfig configures `tunnel client`.
+type ClientConfig struct {
+	Common
+	// ServerURL is ws:// or wss:// with the path, e.g. wss://tunnel.example.com/tunnel.
+	ServerURL string
+	// Upstreams maps listener names to the only addresses the client dials.
+	Upstreams []Endpoint
+	// CAFile holds PEM roots for wss:// (default: system roots).
+	CAFile string
+	// DialTimeout bounds each upstream dial.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds connecting to the server (TCP, TLS, upgrade).
+	HandshakeTimeout time.Duration
+	// HeaderTimeout bounds the wait for a new stream's header.
+	HeaderTimeout time.Duration
+	// BackoffMin and BackoffMax bound the jittered exponential reconnect delay.
+	BackoffMin, BackoffMax time.Duration
+}
+
+// DefaultClientConfig returns the defaults of `tunnel client`.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{
+		Common:           defaultCommon(),
+		DialTimeout:      10 * time.Second,
+		HandshakeTimeout: 15 * time.Second,
+		HeaderTimeout:    10 * time.Second,
+		BackoffMin:       250 * time.Millisecond,
+		BackoffMax:       30 * time.Second,
+	}
+}
+
+// Validate reports the first problem, naming the flag.
+func (c ClientConfig) Validate() error {
+	u, err := url.Parse(c.ServerURL)
+	if c.ServerURL == "" {
+		return fmt.Errorf("%w: --server is required (ws://HOST:PORT/tunnel or wss://...)", ErrConfig)
+	}
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("%w: --server %q: want ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH", ErrConfig, c.ServerURL)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%w: --server: credentials in the URL are not allowed; use --token-file", ErrConfig)
+	}
+	if err := validateEndpoints("--upstream", c.Upstreams, true); err != nil {
+		return err
+	}
+	if c.CAFile != "" && u.Scheme != "wss" {
+		return fmt.Errorf("%w: --ca-file needs a wss:// --server", ErrConfig)
+	}
+	switch {
+	case c.DialTimeout <= 0:
+		return fmt.Errorf("%w: --dial-timeout must be positive", ErrConfig)
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("%w: --handshake-timeout must be positive", ErrConfig)
+	case c.HeaderTimeout <= 0:
+		return fmt.Errorf("%w: --header-timeout must be positive", ErrConfig)
+	case c.BackoffMin <= 0:
+		return fmt.Errorf("%w: --backoff-min must be positive", ErrConfig)
+	case c.BackoffMax < c.BackoffMin:
+		return fmt.Errorf("%w: --backoff-max %v is below --backoff-min %v", ErrConfig, c.BackoffMax, c.BackoffMin)
+	}
+	return c.Common.validate()
+}

@@ -1,0 +1,462 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	xsmux "github.com/xtaci/smux"
+
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
+)
+
+// ClientIDHeader carries a random per-process client identity, so the server
+// can retire a client's older sessions the moment that client reconnects.
+const ClientIDHeader = "X-L5d-Tunnel-Client"
+
+// Server is the cloud side: it owns the named listeners and accepts client
+// sessions on the websocket endpoint.
+type Server struct {
+	cfg  ServerConfig
+	log  *slog.Logger
+	m    *metrics
+	pool *bufPool
+
+	started  atomic.Bool
+	draining atomic.Bool
+
+	tunnelLn  net.Listener
+	httpSrv   *http.Server
+	listeners map[string]net.Listener
+	adm       *admin
+
+	mu       sync.Mutex
+	sessions []*serverSession // oldest first; new streams use the newest
+	nextID   uint64
+
+	conns   connSet
+	bg      sync.WaitGroup
+	stopped chan struct{}
+}
+
+type serverSession struct {
+	id       uint64
+	clientID string
+	remote   string
+	sess     *xsmux.Session
+}
+
+// NewServer checks cfg and prepares a server; Start binds it.
+func NewServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(cfg.Ports))
+	for _, p := range cfg.Ports {
+		names = append(names, p.Name)
+	}
+	return &Server{
+		cfg:       cfg,
+		log:       log,
+		m:         newMetrics("server", names),
+		pool:      newBufPool(cfg.CopyBufferSize),
+		listeners: map[string]net.Listener{},
+		stopped:   make(chan struct{}),
+	}, nil
+}
+
+// Start binds the websocket endpoint, every --port listener and the admin
+// endpoint, and starts serving. Nothing is served if any bind fails.
+func (s *Server) Start() (err error) {
+	if s.started.Swap(true) {
+		return ErrAlreadyStarted
+	}
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+		}
+	}()
+	var tlsCfg *tls.Config
+	if s.cfg.TLSCert != "" {
+		r, err := newCertReloader(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return err
+		}
+		tlsCfg = r.tlsConfig()
+	}
+	if s.tunnelLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("listen --listen %s: %w", s.cfg.Listen, err)
+	}
+	for _, p := range s.cfg.Ports {
+		ln, err := net.Listen("tcp", p.Addr)
+		if err != nil {
+			return fmt.Errorf("listen --port %s=%s: %w", p.Name, p.Addr, err)
+		}
+		s.listeners[p.Name] = ln
+	}
+	if s.adm, err = startAdmin(s.cfg.AdminAddr, s.m, s.Ready, s.log); err != nil {
+		return fmt.Errorf("listen --admin-addr %s: %w", s.cfg.AdminAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(TunnelPath, s.handleTunnel)
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	ln := s.tunnelLn
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	s.bg.Go(func() {
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("tunnel endpoint stopped", "err", err)
+		}
+	})
+	for _, p := range s.cfg.Ports {
+		ln := s.listeners[p.Name]
+		lm := s.m.listener(p.Name)
+		s.bg.Go(func() { s.acceptLoop(p.Name, ln, lm) })
+		s.log.Info("listening", "listener", p.Name, "addr", ln.Addr().String())
+	}
+	s.log.Info("tunnel server started", "listen", s.tunnelLn.Addr().String(), "path", TunnelPath,
+		"tls", tlsCfg != nil, "admin", s.adm.addr())
+	return nil
+}
+
+// Run starts the server, serves until ctx is done, then drains for
+// DrainGrace and stops.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.Shutdown(s.cfg.DrainGrace)
+	return nil
+}
+
+// Addr is the bound websocket endpoint address.
+func (s *Server) Addr() string { return s.tunnelLn.Addr().String() }
+
+// ListenerAddr is the bound address of the named listener.
+func (s *Server) ListenerAddr(name string) string {
+	if ln := s.listeners[name]; ln != nil {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// AdminAddr is the bound admin address ("" when disabled).
+func (s *Server) AdminAddr() string { return s.adm.addr() }
+
+// Ready is true while at least one client session is up and the server is
+// not draining.
+func (s *Server) Ready() bool {
+	if s.draining.Load() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions) > 0
+}
+
+func (s *Server) updateReady() {
+	if s.Ready() {
+		s.m.ready.Set(1)
+	} else {
+		s.m.ready.Set(0)
+	}
+}
+
+// Shutdown drains: stop accepting connections and sessions, report not
+// ready, give open streams up to grace to finish, then close what is left
+// (streams before sessions).
+func (s *Server) Shutdown(grace time.Duration) {
+	if s.draining.Swap(true) {
+		<-s.stopped
+		return
+	}
+	defer close(s.stopped)
+	s.updateReady()
+	open := s.conns.count()
+	s.log.Info("draining", "open_streams", open, "grace", grace.String())
+	s.closeListeners()
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Close() // hijacked websocket connections are not affected
+	}
+	if !s.conns.wait(grace) {
+		s.log.Warn("drain grace expired; closing remaining streams", "open_streams", s.conns.count())
+		s.conns.closeAll()
+		s.conns.wait(5 * time.Second)
+	}
+	s.mu.Lock()
+	sessions := append([]*serverSession(nil), s.sessions...)
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		_ = ss.sess.Close()
+	}
+	s.bg.Wait()
+	s.adm.close()
+	s.log.Info("tunnel server stopped")
+}
+
+func (s *Server) closeListeners() {
+	if s.tunnelLn != nil && s.httpSrv == nil {
+		_ = s.tunnelLn.Close()
+	}
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+}
+
+func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
+	remote := r.RemoteAddr
+	if s.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	accepted, err := s.cfg.tokens()
+	if err != nil {
+		s.log.Error("cannot read token; rejecting client", "remote", remote, "err", err)
+	}
+	if res := checkAuth(r, accepted); res != authOK {
+		s.m.authFailures.Inc()
+		s.log.Warn("client rejected", "remote", remote, "reason", res.String())
+		w.Header().Set("WWW-Authenticate", `Bearer realm="l5d-tunnel"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	up := websocket.Upgrader{
+		ReadBufferSize:  s.cfg.Session.ReadBufferSize,
+		WriteBufferSize: s.cfg.Session.WriteBufferSize,
+		// The bearer token, not the Origin, authenticates; browsers cannot
+		// set it on a cross-site websocket.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Warn("websocket upgrade failed", "remote", remote, "err", err)
+		return
+	}
+	sess, err := smux.Server(smux.NewConn(ws, s.cfg.Session.KeepAliveTimeout), s.cfg.Session)
+	if err != nil {
+		_ = ws.Close()
+		s.log.Error("start session", "remote", remote, "err", err)
+		return
+	}
+	ss := &serverSession{clientID: r.Header.Get(ClientIDHeader), remote: remote, sess: sess}
+	replaced := s.addSession(ss)
+	s.log.Info("client session up", "session", ss.id, "remote", remote, "client_id", ss.clientID, "replaced", replaced)
+	// Clients never open streams; accepting here is how a dead session is
+	// noticed (keepalive timeout, read error, protocol error).
+	var reason error
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			reason = err
+			break
+		}
+		s.m.refused.WithLabelValues("unexpected_stream").Inc()
+		_ = st.Close()
+	}
+	_ = sess.Close()
+	s.removeSession(ss)
+	s.log.Info("client session down", "session", ss.id, "remote", remote, "reason", reason.Error())
+}
+
+// addSession makes ss the preferred session for new streams and retires
+// older sessions of the same client, which that client has given up on.
+func (s *Server) addSession(ss *serverSession) (replaced int) {
+	s.mu.Lock()
+	s.nextID++
+	ss.id = s.nextID
+	var old []*serverSession
+	if ss.clientID != "" {
+		for _, o := range s.sessions {
+			if o.clientID == ss.clientID {
+				old = append(old, o)
+			}
+		}
+	}
+	s.sessions = append(s.sessions, ss)
+	s.mu.Unlock()
+	s.m.sessions.Inc()
+	s.m.sessionsTotal.Inc()
+	if len(old) > 0 {
+		s.m.reconnects.Inc()
+	}
+	s.updateReady()
+	for _, o := range old {
+		_ = o.sess.Close()
+	}
+	return len(old)
+}
+
+func (s *Server) removeSession(ss *serverSession) {
+	s.mu.Lock()
+	found := false
+	for i, o := range s.sessions {
+		if o == ss {
+			s.sessions = append(s.sessions[:i], s.sessions[i+1:]...)
+			found = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if found {
+		s.m.sessions.Dec()
+	}
+	s.updateReady()
+}
+
+// pick returns the newest live session.
+func (s *Server) pick() *serverSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.sessions) - 1; i >= 0; i-- {
+		if !s.sessions[i].sess.IsClosed() {
+			return s.sessions[i]
+		}
+	}
+	return nil
+}
+
+func (s *Server) acceptLoop(name string, ln net.Listener, lm *listenerMetrics) {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// e.g. EMFILE: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "listener", name, "err", err, "retry_in", delay.String())
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		go s.handleConn(name, c, lm)
+	}
+}
+
+func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
+	if s.draining.Load() {
+		s.m.refused.WithLabelValues("draining").Inc()
+		_ = c.Close()
+		return
+	}
+	ss := s.pick()
+	if ss == nil {
+		// Closed at once, not black-holed: the caller sees the failure now.
+		s.m.refused.WithLabelValues("no_session").Inc()
+		s.log.Debug("no client session; connection closed", "listener", name, "remote", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
+	st, err := ss.sess.OpenStream()
+	if err == nil {
+		if err = smux.WriteHeader(st, smux.Header{Listener: name}); err != nil {
+			_ = st.Close()
+		}
+	}
+	if err != nil {
+		s.m.refused.WithLabelValues("open_failed").Inc()
+		s.log.Warn("open stream failed; connection closed", "listener", name, "session", ss.id, "err", err)
+		_ = c.Close()
+		return
+	}
+	p := &pipe{local: c, st: st, lm: lm, pool: s.pool}
+	s.conns.add(p)
+	defer s.conns.remove(p)
+	p.awaitReply = func() error {
+		rep, err := smux.ReadReply(st)
+		if err != nil {
+			return err
+		}
+		if rep != smux.ReplyOK {
+			s.m.refused.WithLabelValues(rep.String()).Inc()
+			if rep == smux.ReplyDialFailed {
+				lm.dialErrs.Inc()
+			}
+			s.log.Warn("client refused stream", "listener", name, "session", ss.id, "reason", rep.String())
+			return errRefused
+		}
+		return nil
+	}
+	p.run()
+}
+
+var errRefused = errors.New("stream refused by client")
+
+// connSet tracks forwarding pipes for drain.
+type connSet struct {
+	mu   sync.Mutex
+	m    map[*pipe]struct{}
+	zero chan struct{} // closed when m becomes empty after closeAll/wait starts
+}
+
+func (cs *connSet) add(p *pipe) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.m == nil {
+		cs.m = map[*pipe]struct{}{}
+	}
+	cs.m[p] = struct{}{}
+}
+
+func (cs *connSet) remove(p *pipe) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.m, p)
+	if len(cs.m) == 0 && cs.zero != nil {
+		close(cs.zero)
+		cs.zero = nil
+	}
+}
+
+func (cs *connSet) count() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.m)
+}
+
+// wait blocks until no pipe is left or d has passed; it reports whether
+// the set emptied.
+func (cs *connSet) wait(d time.Duration) bool {
+	cs.mu.Lock()
+	if len(cs.m) == 0 {
+		cs.mu.Unlock()
+		return true
+	}
+	if cs.zero == nil {
+		cs.zero = make(chan struct{})
+	}
+	z := cs.zero
+	cs.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-z:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	ps := make([]*pipe, 0, len(cs.m))
+	for p := range cs.m {
+		ps = append(ps, p)
+	}
+	cs.mu.Unlock()
+	for _, p := range ps {
+		p.abort()
+	}
+}
