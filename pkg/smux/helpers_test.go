@@ -58,4 +58,3 @@ func sessionPair(t testing.TB, cfg Config) (server, client *xsmux.Session) {
 	t.Cleanup(func() { cs.Close(); ss.Close() })
 	return ss, cs
 }
-

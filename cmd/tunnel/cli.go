@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/tunnel"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // could not start (e.g. address in use)
+	exitUsage   = 2 // bad flags or configuration; the message names the flag
+)
+
+// version is stamped with -ldflags "-X main.version=...".
+var version = "dev"
+
+const topUsage = `tunnel: forwards named TCP listeners in a routable cluster to services in a
+cluster without a public IP, over one outbound websocket (smux v2 streams).
+
+Usage:
+  tunnel server [flags]   run in the routable (cloud) cluster: owns the listeners
+  tunnel client [flags]   run in the home cluster: dials out, forwards to upstreams
+  tunnel version          print the version
+
+Run 'tunnel server --help' or 'tunnel client --help' for flags and examples.
+`
+
+const serverExamples = `
+Examples:
+  # Listeners for the home API server, the Linkerd gateway and its probe port:
+  tunnel server --listen :8080 --token-file /var/run/tunnel/token \
+    --port api=:6443 --port gateway=:4143 --port probe=:4191 --admin-addr :9090
+
+  # Terminate TLS on the websocket endpoint yourself (no ingress):
+  TUNNEL_TOKEN=s3cret tunnel server --listen :8443 --tls-cert tls.crt --tls-key tls.key \
+    --port gateway=:4143
+
+The websocket endpoint is /tunnel on --listen. /healthz, /readyz (200 only while
+a client session is up) and /metrics are on --admin-addr.
+`
+
+const clientExamples = `
+Examples:
+  # Dial the cloud ingress and expose the home API server and Linkerd gateway:
+  tunnel client --server wss://tunnel.cloud.example.com/tunnel \
+    --token-file /var/run/tunnel/token \
+    --upstream api=kubernetes.default.svc:443 \
+    --upstream gateway=linkerd-gateway.linkerd-multicluster.svc:4143 \
+    --upstream probe=linkerd-gateway.linkerd-multicluster.svc:4191
+
+  # Private CA on the server certificate:
+  tunnel client --server wss://10.1.2.3:8443/tunnel --ca-file ca.crt --upstream gateway=127.0.0.1:4143
+
+The client dials only the --upstream addresses; a stream naming any other
+listener is refused. It reconnects forever with capped, jittered backoff.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "server":
+		return runServer(ctx, args[1:], stdout, stderr, getenv)
+	case "client":
+		return runClient(ctx, args[1:], stdout, stderr, getenv)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "tunnel", version)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, topUsage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "tunnel: unknown command %q\n\n%s", args[0], topUsage)
+	return exitUsage
+}
+
+// endpoints is a repeatable NAME=ADDR flag, checked as it is parsed so the
+// error names the flag.
+type endpoints struct {
+	flag string
+	list *[]tunnel.Endpoint
+}
+
+func (e endpoints) String() string {
+	parts := make([]string, 0, len(*e.list))
+	for _, ep := range *e.list {
+		parts = append(parts, ep.Name+"="+ep.Addr)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (e endpoints) Set(s string) error {
+	ep, err := tunnel.ParseEndpoint(e.flag, s)
+	if err != nil {
+		// pflag already names the flag and the value.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		return errors.New(msg)
+	}
+	*e.list = append(*e.list, ep)
+	return nil
+}
+
+func (e endpoints) Type() string { return "NAME=ADDR" }
+
+type logOpts struct{ format, level string }
+
+func commonFlags(fs *pflag.FlagSet, c *tunnel.Common, lo *logOpts) {
+	fs.StringVar(&c.TokenFile, "token-file", "", "file with the shared token (re-read on every handshake; default: env "+tunnel.TokenEnv+")")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "address for /healthz, /readyz and /metrics (empty: disabled)")
+	fs.StringVar(&lo.format, "log-format", "json", "log format: json or text")
+	fs.StringVar(&lo.level, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.Session.KeepAliveInterval, "keepalive-interval", c.Session.KeepAliveInterval, "send a keepalive data frame this often (keep it well under ingress idle timeouts)")
+	fs.DurationVar(&c.Session.KeepAliveTimeout, "keepalive-timeout", c.Session.KeepAliveTimeout, "drop the session when the peer is silent this long")
+	fs.IntVar(&c.Session.MaxFrameSize, "max-frame-size", c.Session.MaxFrameSize, "largest smux data frame in bytes (1024-65535)")
+	fs.IntVar(&c.Session.MaxStreamBuffer, "stream-window", c.Session.MaxStreamBuffer, "per-stream receive window in bytes")
+	fs.IntVar(&c.Session.MaxReceiveBuffer, "session-window", c.Session.MaxReceiveBuffer, "per-session receive budget in bytes (many times --stream-window)")
+	fs.IntVar(&c.Session.ReadBufferSize, "ws-read-buffer", c.Session.ReadBufferSize, "websocket read buffer in bytes")
+	fs.IntVar(&c.Session.WriteBufferSize, "ws-write-buffer", c.Session.WriteBufferSize, "websocket write buffer in bytes")
+	fs.IntVar(&c.CopyBufferSize, "copy-buffer", c.CopyBufferSize, "pooled socket-to-stream copy buffer in bytes")
+	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long open streams may finish before they are closed")
+}
+
+func newLogger(lo logOpts, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lo.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", lo.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch lo.format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", lo.format)
+}
+
+// parse parses args; it returns (done, code) when the command should exit
+// now (help or a usage error).
+func parse(fs *pflag.FlagSet, args []string, examples string, stdout, stderr io.Writer) (bool, int) {
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: tunnel %s [flags]\n\nFlags:\n%s%s", fs.Name(), fs.FlagUsages(), examples)
+	}
+	fs.Usage = func() {} // help is printed below; errors get a one-line hint
+	err := fs.Parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		usage(stdout)
+		return true, exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel %s: %v\nRun 'tunnel %s --help' for usage.\n", fs.Name(), err, fs.Name())
+		return true, exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tunnel %s: unexpected argument %q (flags only)\n", fs.Name(), fs.Arg(0))
+		return true, exitUsage
+	}
+	return false, 0
+}
+
+func usageError(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "tunnel %s: %v\nRun 'tunnel %s --help' for usage.\n", cmd, err, cmd)
+	return exitUsage
+}
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cfg := tunnel.DefaultServerConfig()
+	var lo logOpts
+	fs := pflag.NewFlagSet("server", pflag.ContinueOnError)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the websocket endpoint (path "+tunnel.TunnelPath+")")
+	fs.Var(endpoints{"--port", &cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	commonFlags(fs, &cfg.Common, &lo)
+	if done, code := parse(fs, args, serverExamples, stdout, stderr); done {
+		return code
+	}
+	if cfg.TokenFile == "" {
+		cfg.Token = getenv(tunnel.TokenEnv)
+	}
+	log, err := newLogger(lo, stderr)
+	if err != nil {
+		return usageError(stderr, "server", err)
+	}
+	s, err := tunnel.NewServer(cfg, log)
+	if err != nil {
+		return usageError(stderr, "server", err)
+	}
+	if err := s.Run(ctx); err != nil {
+		log.Error("tunnel server failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cfg := tunnel.DefaultClientConfig()
+	var lo logOpts
+	fs := pflag.NewFlagSet("client", pflag.ContinueOnError)
+	fs.StringVar(&cfg.ServerURL, "server", "", "tunnel server URL, ws:// or wss:// with the path (e.g. wss://host/tunnel)")
+	fs.Var(endpoints{"--upstream", &cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to verify a wss:// server (default: system roots)")
+	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout for each upstream dial")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "timeout for connecting to the server")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "how long a new stream may take to send its header")
+	fs.DurationVar(&cfg.BackoffMin, "backoff-min", cfg.BackoffMin, "first reconnect delay")
+	fs.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest reconnect delay")
+	commonFlags(fs, &cfg.Common, &lo)
+	if done, code := parse(fs, args, clientExamples, stdout, stderr); done {
+		return code
+	}
+	if cfg.TokenFile == "" {
+		cfg.Token = getenv(tunnel.TokenEnv)
+	}
+	log, err := newLogger(lo, stderr)
+	if err != nil {
+		return usageError(stderr, "client", err)
+	}
+	c, err := tunnel.NewClient(cfg, log)
+	if err != nil {
+		return usageError(stderr, "client", err)
+	}
+	if err := c.Run(ctx); err != nil {
+		log.Error("tunnel client failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}

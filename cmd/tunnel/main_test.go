@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the tunnel binary: with TUNNEL_TEST_MAIN=1 it
+// runs main's logic on its arguments, so the process tests below exercise
+// real processes (signals, SIGKILL, SIGSTOP) without a separate build.
+func TestMain(m *testing.M) {
+	if os.Getenv("TUNNEL_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestFlags(t *testing.T) {
+	env := func(string) string { return "" }
+	tests := map[string]struct {
+		args []string
+		code int
+		want string // substring of stderr (or stdout for help)
+	}{
+		"no command":          {nil, exitUsage, "Usage:"},
+		"unknown command":     {[]string{"serve"}, exitUsage, `unknown command "serve"`},
+		"server help":         {[]string{"server", "--help"}, exitOK, "Examples:"},
+		"client help":         {[]string{"client", "-h"}, exitOK, "--upstream"},
+		"version":             {[]string{"version"}, exitOK, "tunnel"},
+		"unknown flag":        {[]string{"server", "--nope"}, exitUsage, "--nope"},
+		"bad port":            {[]string{"server", "--port", "gateway"}, exitUsage, `"--port"`},
+		"bad port name":       {[]string{"server", "--port", "a:b=:1"}, exitUsage, `"--port"`},
+		"bad upstream":        {[]string{"client", "--upstream", "gw=nohost"}, exitUsage, `"--upstream"`},
+		"no token":            {[]string{"server", "--port", "gw=:0"}, exitUsage, "--token-file"},
+		"no ports":            {[]string{"server", "--token-file", "/dev/null"}, exitUsage, "--port"},
+		"bad duration":        {[]string{"server", "--keepalive-timeout", "soon"}, exitUsage, "--keepalive-timeout"},
+		"bad log format":      {[]string{"server", "--log-format", "xml", "--port", "gw=:0", "--token-file", "/x"}, exitUsage, "--log-format"},
+		"client no server":    {[]string{"client", "--upstream", "gw=h:1", "--token-file", "/x"}, exitUsage, "--server"},
+		"client bad scheme":   {[]string{"client", "--server", "http://h/tunnel", "--upstream", "gw=h:1", "--token-file", "/x"}, exitUsage, "--server"},
+		"positional argument": {[]string{"client", "extra"}, exitUsage, `"extra"`},
+		"bad window":          {[]string{"server", "--port", "gw=:0", "--token-file", "/x", "--stream-window", "10"}, exitUsage, "window"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb, env)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out.String(), errb.String())
+			}
+			if !strings.Contains(out.String()+errb.String(), tc.want) {
+				t.Fatalf("output lacks %q\nstdout: %s\nstderr: %s", tc.want, out.String(), errb.String())
+			}
+		})
+	}
+}
+
+// proc is a tunnel process started from the test binary.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) Write(b []byte) (int, error) { p.mu.Lock(); defer p.mu.Unlock(); return p.logs.Write(b) }
+func (p *proc) output() string              { p.mu.Lock(); defer p.mu.Unlock(); return p.logs.String() }
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: exec.Command(exe, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "TUNNEL_TEST_MAIN=1", "TUNNEL_TOKEN=proc-test-token")
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", args[0], p.output())
+		}
+	})
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type addrs struct{ listen, admin, gw, cadmin, up string }
+
+func newAddrs(t *testing.T, upstream string) addrs {
+	return addrs{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), upstream}
+}
+
+func fast() []string {
+	return []string{"--keepalive-interval", "100ms", "--keepalive-timeout", "1s", "--log-format", "text"}
+}
+
+func startServerProc(t *testing.T, a addrs, extra ...string) *proc {
+	args := append([]string{"server", "--listen", a.listen, "--admin-addr", a.admin, "--port", "gw=" + a.gw}, fast()...)
+	return start(t, append(args, extra...)...)
+}
+
+func startClientProc(t *testing.T, a addrs, upstream string, extra ...string) *proc {
+	args := append([]string{"client", "--server", "ws://" + a.listen + "/tunnel", "--admin-addr", freeAddr(t),
+		"--upstream", "gw=" + upstream, "--backoff-min", "20ms", "--backoff-max", "200ms"}, fast()...)
+	return start(t, append(args, extra...)...)
+}
+
+func status(url string) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func waitStatus(t *testing.T, url string, want int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for status(url) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: status %d, want %d after %v", url, status(url), want, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tagUpstream answers every connection with its tag and then echoes.
+func tagUpstream(t *testing.T, tag string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Write([]byte(tag))
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// who connects to the listener and returns the upstream's tag ("" if the
+// connection was closed without one).
+func who(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func waitWho(t *testing.T, addr, want string, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for got := who(addr); got != want; got = who(addr) {
+		if time.Since(start) > d {
+			t.Fatalf("listener %s answered %q, want %q after %v", addr, got, want, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestProcessClientKilledAndReplaced: SIGKILL the client, start another one;
+// the server serves through the new one at once. Then freeze (SIGSTOP) the
+// new one and start a third: it takes over immediately, without waiting for
+// the frozen session's keepalive timeout.
+func TestProcessClientKilledAndReplaced(t *testing.T) {
+	a := newAddrs(t, "")
+	startServerProc(t, a)
+	waitStatus(t, "http://"+a.admin+"/readyz", 503, 10*time.Second)
+	if got := who(a.gw); got != "" {
+		t.Fatalf("listener answered %q with no client", got)
+	}
+	clientA := startClientProc(t, a, tagUpstream(t, "A"))
+	waitStatus(t, "http://"+a.admin+"/readyz", 200, 10*time.Second)
+	waitWho(t, a.gw, "A", 5*time.Second)
+
+	_ = clientA.cmd.Process.Kill()
+	<-clientA.done
+	waitStatus(t, "http://"+a.admin+"/readyz", 503, 5*time.Second)
+	startClientProc(t, a, tagUpstream(t, "B"))
+	waitWho(t, a.gw, "B", 10*time.Second)
+
+	// Frozen, not dead: its TCP connection stays open.
+	clientC := startClientProc(t, a, tagUpstream(t, "C"))
+	waitWho(t, a.gw, "C", 10*time.Second)
+	_ = clientC.cmd.Process.Signal(syscall.SIGSTOP)
+	startClientProc(t, a, tagUpstream(t, "D"))
+	waitWho(t, a.gw, "D", 10*time.Second)
+	if status("http://"+a.admin+"/readyz") != 200 {
+		t.Fatal("server not ready with a live client")
+	}
+}
+
+// TestProcessServerRestart: SIGKILL the server and start it again on the
+// same addresses; the client comes back by itself.
+func TestProcessServerRestart(t *testing.T) {
+	a := newAddrs(t, "")
+	srv := startServerProc(t, a)
+	cli := startClientProc(t, a, tagUpstream(t, "A"))
+	waitWho(t, a.gw, "A", 10*time.Second)
+	_ = srv.cmd.Process.Kill()
+	<-srv.done
+	time.Sleep(200 * time.Millisecond)
+	startServerProc(t, a)
+	waitWho(t, a.gw, "A", 10*time.Second)
+	if strings.Contains(cli.output(), "proc-test-token") {
+		t.Fatal("client logged the token")
+	}
+}
+
+// TestProcessSIGTERMDrain: on SIGTERM the server stops accepting, reports
+// not ready, lets an open stream finish, then exits 0.
+func TestProcessSIGTERMDrain(t *testing.T) {
+	a := newAddrs(t, "")
+	srv := startServerProc(t, a, "--drain-grace", "20s")
+	cli := startClientProc(t, a, tagUpstream(t, "A"))
+	waitWho(t, a.gw, "A", 10*time.Second)
+	conn, err := net.Dial("tcp", a.gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+	waitStatus(t, "http://"+a.admin+"/readyz", 503, 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", a.gw, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still accepting after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The open stream still works both ways during the drain.
+	for i := 0; i < 20; i++ {
+		msg := []byte(fmt.Sprintf("msg %02d", i))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatalf("write during drain: %v", err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo during drain = %q, %v", got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-srv.done:
+		t.Fatal("server exited while a stream was open and the grace not over")
+	default:
+	}
+	conn.Close()
+	select {
+	case <-srv.done:
+		if srv.err != nil {
+			t.Fatalf("server exit: %v", srv.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not exit after its last stream closed")
+	}
+	_ = cli.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-cli.done:
+		if cli.err != nil {
+			t.Fatalf("client exit: %v", cli.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not exit on SIGTERM")
+	}
+}
