@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+)
+
+// requiredEnv makes the e2e fail instead of skip when it cannot run (CI sets it).
+const requiredEnv = "L5D_E2E_REQUIRED"
+
+func TestMain(m *testing.M) {
+	harness.HelperMain() // a copy of this binary acting inside a namespace
+	harness.QuietControllerRuntime()
+	os.Exit(m.Run())
+}
+
+// needRoot skips (or, with L5D_E2E_REQUIRED set, fails) when network
+// namespaces cannot be used.
+func needRoot(t *testing.T) {
+	t.Helper()
+	required := os.Getenv(requiredEnv) != ""
+	if testing.Short() && !required {
+		t.Skip("e2e: skipped in -short mode (set " + requiredEnv + "=1 to run it anyway)")
+	}
+	if err := harness.CheckPrivileges(); err != nil {
+		if required {
+			t.Fatalf("e2e needs root and %s is set: %v", requiredEnv, err)
+		}
+		t.Skipf("e2e needs root for network namespaces (%v); set %s=1 to make this a failure", err, requiredEnv)
+	}
+}
+
+// binaries builds bin/tunnel and bin/webhook from this checkout into dir.
+// A binary that does not build yet is reported, not fatal: the subtests that
+// need it skip with the reason (see the issue's parallel work).
+type binaries struct {
+	tunnel, webhook       string
+	tunnelErr, webhookErr error
+}
+
+func buildBinaries(t *testing.T, dir string) binaries {
+	t.Helper()
+	var b binaries
+	build := func(pkg, out string) (string, error) {
+		if _, err := os.Stat(filepath.Join(testenv.RepoRoot(), pkg)); err != nil {
+			return "", fmt.Errorf("%s does not exist yet", pkg)
+		}
+		path := filepath.Join(dir, out)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./"+pkg)
+		cmd.Dir = testenv.RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build ./%s: %w: %s", pkg, err, strings.TrimSpace(string(out)))
+		}
+		return path, nil
+	}
+	b.tunnel, b.tunnelErr = build("cmd/tunnel", "tunnel")
+	b.webhook, b.webhookErr = build("cmd/webhook", "webhook")
+	return b
+}
+
+// env is one topology shared by every e2e subtest.
+type env struct {
+	topo    *harness.Topology
+	bins    binaries
+	workDir string
+	hookCfg []byte
+	hookErr error
+}
+
+func (e *env) needTunnel(t *testing.T) {
+	t.Helper()
+	if e.bins.tunnelErr != nil {
+		t.Skipf("waiting for bin/tunnel (issue 2): %v", e.bins.tunnelErr)
+	}
+}
+
+func (e *env) needWebhook(t *testing.T) {
+	t.Helper()
+	if e.bins.webhookErr != nil {
+		t.Skipf("waiting for bin/webhook (issue 3): %v", e.bins.webhookErr)
+	}
+	if e.hookErr != nil {
+		t.Skipf("waiting for the webhook configuration (issue 3): %v", e.hookErr)
+	}
+}
+
+// setup builds the topology once for the calling test and tears it down when
+// the test ends, also on failure.
+func setup(t *testing.T) *env {
+	t.Helper()
+	needRoot(t)
+	start := time.Now()
+	base := filepath.Join(testenv.RepoRoot(), ".cache", "e2e")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work, err := os.MkdirTemp(base, fmt.Sprintf("run-%d-", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("e2e work dir kept for inspection (logs of every process): %s", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	})
+	binDir, err := testenv.BinDir()
+	if err != nil {
+		t.Fatalf("control-plane binaries: %v", err)
+	}
+	e := &env{workDir: work, bins: buildBinaries(t, filepath.Join(work, "bin"))}
+	for _, err := range []error{e.bins.tunnelErr, e.bins.webhookErr} {
+		if err != nil {
+			t.Logf("not ready: %v", err)
+		}
+	}
+	bindingYAML, src, err := harness.BindingYAML(testenv.RepoRoot(), filepath.Join(binDir, "kubectl"))
+	if err != nil {
+		t.Fatalf("tunnel binding from the manifests: %v", err)
+	}
+	t.Logf("tunnel binding Services from %s", src)
+	e.hookCfg, e.hookErr = os.ReadFile(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
+	cfg := harness.Config{
+		WorkDir:       work,
+		BinDir:        binDir,
+		Binding:       bindingYAML,
+		WebhookConfig: e.hookCfg,
+		TunnelTLS:     true,
+		Logf:          t.Logf,
+	}
+	if e.bins.tunnelErr == nil {
+		cfg.TunnelBin = e.bins.tunnel
+	}
+	if e.bins.webhookErr == nil && e.hookErr == nil {
+		cfg.WebhookBin = e.bins.webhook
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	topo, err := harness.Up(ctx, cfg)
+	t.Cleanup(func() {
+		topo.Close()
+		for _, ns := range []*harness.Netns{topo.Cloud, topo.Home} {
+			if ns == nil {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join("/var/run/netns", ns.Name)); err == nil {
+				t.Errorf("namespace %s still exists after teardown", ns.Name)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	e.topo = topo
+	t.Logf("e2e_setup_seconds %.1f", time.Since(start).Seconds())
+	return e
+}
