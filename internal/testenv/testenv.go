@@ -180,6 +180,22 @@ func (e *Env) Kubectl(stdin []byte, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// KubectlStderr is Kubectl that also returns stderr, where kubectl prints
+// the warnings of admission webhooks ("Warning: ...").
+func (e *Env) KubectlStderr(stdin []byte, args ...string) (stdout, stderr []byte, err error) {
+	cmd := exec.Command(e.kubectl, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var eb bytes.Buffer
+	cmd.Stderr = &eb
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, eb.String())
+	}
+	return out, eb.Bytes(), err
+}
+
 // CRDs returns the CRDs a control plane with these options gets.
 func CRDs(o Options) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	var out []*apiextensionsv1.CustomResourceDefinition

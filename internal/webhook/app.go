@@ -94,6 +94,9 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The reconciler lists three kinds per opted-in namespace on every
+	// binding change: client-go's default 5 QPS would throttle it.
+	cfg.QPS, cfg.Burst = 50, 100
 	mgr, lookup, err := NewManager(cfg, o, log)
 	if err != nil {
 		return err

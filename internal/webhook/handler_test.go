@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -215,7 +216,7 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 			}
 		}
 		ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
-		if len(ports) != 1 || ports[0].(map[string]interface{})["port"] != int64(14191) {
+		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]interface{})["port"]) != "14191" {
 			t.Errorf("probe Service ports %v, want one port 14191", ports)
 		}
 		if u.GetLabels()[mutate.LinkerdLabelMirroredGateway] != "true" || u.GetLabels()[mutate.LinkerdLabelClusterName] != b.Cluster {
