@@ -138,7 +138,7 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 			ReaderFailOnMissingInformer: true,
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Service{}: {Namespaces: trusted, Label: labels.NewSelector().Add(*hasLink)},
-				namespaceMeta(): {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
+				namespaceMeta():   {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
 			},
 		},
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},

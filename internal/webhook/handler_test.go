@@ -308,7 +308,7 @@ func TestHandlerAdmitsUnchanged(t *testing.T) {
 			req: request(t, admissionv1.Create, otherCluster),
 		},
 		"binding in untrusted namespace": {
-			h: newHandler(fakeBindings{err: map[string]error{"home": mutate.ErrUntrustedBinding}}, fakeNamespaces{}),
+			h:   newHandler(fakeBindings{err: map[string]error{"home": mutate.ErrUntrustedBinding}}, fakeNamespaces{}),
 			req: request(t, admissionv1.Create, link),
 		},
 		"binding missing a port": {

@@ -425,8 +425,10 @@ type failRecorder struct {
 	errs []string
 }
 
-func (f *failRecorder) Helper()                           {}
-func (f *failRecorder) Errorf(format string, args ...any) { f.errs = append(f.errs, fmt.Sprintf(format, args...)) }
+func (f *failRecorder) Helper() {}
+func (f *failRecorder) Errorf(format string, args ...any) {
+	f.errs = append(f.errs, fmt.Sprintf(format, args...))
+}
 func (f *failRecorder) Fatalf(format string, args ...any) { f.Errorf(format, args...) }
 func (f *failRecorder) Fatal(args ...any)                 { f.errs = append(f.errs, fmt.Sprint(args...)) }
 
