@@ -21,10 +21,12 @@ import (
 //
 // envtest's own rewrite of service clientConfigs (the Paths option) builds
 // "https://host:port/" + path, which doubles the leading slash of
-// "/mutate-v1-service"; the webhook server's ServeMux answers "//..." with a
-// redirect, so the API server never reaches the handler (and a webhook with
-// failurePolicy Ignore fails silently). URL clientConfigs are left alone by
-// envtest, which still fills in the CA bundle.
+// "/mutate-v1-service". controller-runtime's webhook server (a ServeMux)
+// answers "//mutate-v1-service" with a 307 redirect to the clean path; the
+// kube-apiserver's webhook client follows it, so admission still works, but
+// every request costs a second round trip and the test would depend on
+// redirect handling no real cluster uses. URL clientConfigs are left alone
+// by envtest, which still fills in the CA bundle.
 func LocalWebhooks(files ...string) (envtest.WebhookInstallOptions, error) {
 	o := envtest.WebhookInstallOptions{LocalServingHost: "127.0.0.1"}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
