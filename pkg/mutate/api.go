@@ -1,28 +1,3 @@
-// Package mutate holds the pure decision logic of the l5d-tunnel webhook and
-// reconciler: given one object that `linkerd multicluster link` (or Linkerd's
-// controllers) wrote and the tunnel binding of its cluster, it returns the
-// object as it must be stored so that the link works through the tunnel.
-//
-// Nothing here talks to an API server or logs: callers look bindings up and
-// log the warnings. Every function is deterministic and safe on any input.
-//
-// Three kinds of objects are rewritten (see Classify):
-//
-//   - the probe Service (label mirror.linkerd.io/mirrored-gateway=true)
-//     becomes type ExternalName pointing at the binding's ClusterIP Service,
-//     on the binding's probe port;
-//   - the Link gets gatewayAddress = the binding's headless Service,
-//     gatewayPort = its gateway port and probeSpec.port = the probe port;
-//   - the credentials Secret gets its kubeconfig server pointed at the
-//     binding's api port, with tls-server-name set so the home API server's
-//     certificate still verifies.
-//
-// Every rewritten field keeps its original value in an annotation
-// (AnnotationOriginalPrefix + field), the values written are recorded in
-// AnnotationRewrittenValues and the binding in AnnotationRewrittenFor. With
-// these, Mutate is idempotent, re-rewrites from the recorded originals when
-// the binding changes, tells a value it wrote from a value a user wrote
-// later, and restores the originals when called without a binding.
 package mutate
 
 // Label and annotation keys of the l5d-tunnel contract (see docs/design.md).
@@ -101,16 +76,16 @@ const (
 // Field keys: the suffixes of the original-* annotations and the keys of
 // AnnotationRewrittenValues.
 const (
-	FieldGatewayAddress        = "gateway-address"
-	FieldGatewayPort           = "gateway-port"
-	FieldProbePort             = "probe-port"
-	FieldProbeTargetPort       = "probe-target-port"
-	FieldServiceType           = "service-type"
-	FieldExternalName          = "external-name"
-	FieldInternalTrafficPolicy = "internal-traffic-policy"
-	FieldExternalTrafficPolicy = "external-traffic-policy"
-	FieldIPFamilyPolicy        = "ip-family-policy"
-	FieldIPFamilies            = "ip-families"
+	FieldGatewayAddress        = "gateway-address"         // Link spec.gatewayAddress
+	FieldGatewayPort           = "gateway-port"            // Link spec.gatewayPort
+	FieldProbePort             = "probe-port"              // Link spec.probeSpec.port; probe Service port
+	FieldProbeTargetPort       = "probe-target-port"       // probe Service port's targetPort
+	FieldServiceType           = "service-type"            // probe Service spec.type
+	FieldExternalName          = "external-name"           // probe Service spec.externalName
+	FieldInternalTrafficPolicy = "internal-traffic-policy" // probe Service spec.internalTrafficPolicy
+	FieldExternalTrafficPolicy = "external-traffic-policy" // probe Service spec.externalTrafficPolicy
+	FieldIPFamilyPolicy        = "ip-family-policy"        // probe Service spec.ipFamilyPolicy
+	FieldIPFamilies            = "ip-families"             // probe Service spec.ipFamilies, comma-separated
 	// FieldClusterIP and FieldClusterIPs are cleared on the probe Service but
 	// never recorded: the API server allocates a new ClusterIP when the
 	// Service becomes ClusterIP again, and asking for the old address could
@@ -155,10 +130,10 @@ const (
 	LinkKind = "Link"
 )
 
-// LinkVersions are the Link API versions Mutate knows the shape of. Classify
+// linkVersions are the Link API versions Mutate knows the shape of. Classify
 // recognises Links of any version of LinkGroup; Mutate leaves other versions
 // unchanged with a warning.
-var LinkVersions = []string{"v1alpha1", "v1alpha2", "v1alpha3"}
+var linkVersions = []string{"v1alpha1", "v1alpha2", "v1alpha3"}
 
 // Kind is what a link object is to this package.
 type Kind string
