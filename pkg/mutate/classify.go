@@ -132,3 +132,18 @@ func stringMapAt(obj map[string]interface{}, path ...string) map[string]string {
 	}
 	return out
 }
+
+// RewrittenFor returns the value of AnnotationRewrittenFor (the binding an
+// object was rewritten for, "<namespace>/<Service>") and whether obj carries
+// it. The reconciler uses it to find objects to restore.
+func RewrittenFor(obj *unstructured.Unstructured) (string, bool) {
+	if obj == nil || obj.Object == nil {
+		return "", false
+	}
+	ann, err := annotationsOf(obj)
+	if err != nil {
+		return "", false
+	}
+	v, ok := ann[AnnotationRewrittenFor]
+	return v, ok
+}

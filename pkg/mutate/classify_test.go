@@ -176,3 +176,14 @@ func TestOptions(t *testing.T) {
 		t.Errorf("String = %q", got)
 	}
 }
+
+func TestRewrittenFor(t *testing.T) {
+	if v, ok := RewrittenFor(obj(t, linkV3Rewritten)); !ok || v != "linkerd-tunnel/tunnel-home" {
+		t.Errorf("RewrittenFor(rewritten) = %q, %v", v, ok)
+	}
+	for name, u := range map[string]*unstructured.Unstructured{"plain": obj(t, linkV3), "nil": nil, "empty": {}} {
+		if v, ok := RewrittenFor(u); ok || v != "" {
+			t.Errorf("RewrittenFor(%s) = %q, %v", name, v, ok)
+		}
+	}
+}
