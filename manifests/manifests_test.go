@@ -792,3 +792,105 @@ func TestDockerfiles(t *testing.T) {
 		})
 	}
 }
+
+// TestTunnelArgsRun runs bin/tunnel with the exact arguments of the rendered
+// server and client Deployments, in a network namespace of their own (the
+// ports are the real ones): the server starts its listeners, the client
+// connects, both report Ready, the server serves l5d_tunnel_ metrics where
+// the pod annotations say, and both stop cleanly on SIGTERM. Only what a pod
+// provides differently is substituted: the token file path, the client's
+// server URL (ws://127.0.0.1:<listen port>/tunnel instead of the public
+// wss:// URL) and the client's admin port (both run in one namespace here).
+func TestTunnelArgsRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the tunnel binary")
+	}
+	if err := exec.Command("unshare", "-rn", "true").Run(); err != nil {
+		if os.Getenv("L5D_E2E_REQUIRED") == "" {
+			t.Skipf("cannot create a network namespace (unshare -rn: %v); set L5D_E2E_REQUIRED=1 to make this fatal", err)
+		}
+		t.Fatalf("unshare -rn: %v", err)
+	}
+	bin, err := goBuild(t, "tunnel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := as[appsv1.Deployment](t, find(t, loadDist(t, "tunnel-server.yaml"), "Deployment", ns, "home-tunnel-server"))
+	clientObjs := loadDist(t, "tunnel-client.yaml")
+	cli := as[appsv1.Deployment](t, ofKind(clientObjs, "Deployment")[0])
+	sc, cc := srv.Spec.Template.Spec.Containers[0], cli.Spec.Template.Spec.Containers[0]
+
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("s3cret-test-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen, _ := flagValue(sc.Args, "listen")
+	srvAdmin, _ := flagValue(sc.Args, "admin-addr")
+	cliAdmin := ":19090"
+	if ann := srv.Spec.Template.Annotations["prometheus.io/port"]; ann != strconv.Itoa(int(addrPort(t, srvAdmin))) {
+		t.Errorf("prometheus.io/port %q is not the admin port %s", ann, srvAdmin)
+	}
+	subst := func(args []string, repl map[string]string) []string {
+		out := make([]string, 0, len(args))
+		for _, a := range args {
+			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if v, ok := repl[name]; ok && strings.HasPrefix(a, "--") {
+				a = "--" + name + "=" + v
+			}
+			out = append(out, a)
+		}
+		return out
+	}
+	serverArgs := subst(sc.Args, map[string]string{"token-file": token})
+	clientArgs := subst(cc.Args, map[string]string{
+		"token-file": token,
+		"server":     fmt.Sprintf("ws://127.0.0.1:%d/tunnel", addrPort(t, listen)),
+		"admin-addr": cliAdmin,
+	})
+	if slices.Contains(clientArgs, "--server=$(TUNNEL_SERVER)") {
+		t.Fatal("client --server not substituted")
+	}
+	quote := func(args []string) string {
+		q := make([]string, len(args))
+		for i, a := range args {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		return strings.Join(q, " ")
+	}
+	script := fmt.Sprintf(`set -u
+ip link set lo up
+"$BIN" %s >"$DIR/server.log" 2>&1 & s=$!
+"$BIN" %s >"$DIR/client.log" 2>&1 & c=$!
+ready() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz"; }
+ok=0
+for i in $(seq 100); do if ready %d && ready %d; then ok=1; break; fi; sleep 0.1; done
+echo "ready=$ok"
+curl -fsS --max-time 2 "http://127.0.0.1:%d/metrics" >"$DIR/metrics" || echo "metrics failed"
+kill -TERM $c; wait $c; echo "client_exit=$?"
+kill -TERM $s; wait $s; echo "server_exit=$?"
+`, quote(serverArgs), quote(clientArgs), addrPort(t, srvAdmin), addrPort(t, cliAdmin), addrPort(t, srvAdmin))
+	cmd := exec.Command("unshare", "-rn", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	logs := func() string {
+		s, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		c, _ := os.ReadFile(filepath.Join(dir, "client.log"))
+		return fmt.Sprintf("server log:\n%s\nclient log:\n%s", s, c)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, logs())
+	}
+	for _, want := range []string{"ready=1", "client_exit=0", "server_exit=0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("want %s in:\n%s\n%s", want, out, logs())
+		}
+	}
+	metrics, _ := os.ReadFile(filepath.Join(dir, "metrics"))
+	if !regexp.MustCompile(`(?m)^l5d_tunnel_\w+`).Match(metrics) {
+		t.Errorf("no l5d_tunnel_ metrics on the server's admin port:\n%.2000s", metrics)
+	}
+	if strings.Contains(logs(), "s3cret-test-token") {
+		t.Error("a tunnel logged the token")
+	}
+}
