@@ -23,4 +23,26 @@
 // these, Mutate is idempotent, re-rewrites from the recorded originals when
 // the binding changes, tells a value it wrote from a value a user wrote
 // later, and restores the originals when called without a binding.
+//
+// Annotations per kind (original-* only for fields that were present):
+//
+//	probe Service  original-service-type, original-external-name,
+//	               original-probe-port, original-probe-target-port,
+//	               original-internal-traffic-policy,
+//	               original-external-traffic-policy,
+//	               original-ip-family-policy, original-ip-families
+//	Link           original-gateway-address, original-gateway-port,
+//	               original-probe-port
+//	Secret         original-server, original-tls-server-name
+//	all            rewritten-for, rewritten-values
+//
+// The probe Service's clusterIP and clusterIPs are cleared but not recorded:
+// the API server allocates new ones on restore. Secrets' kubeconfigs are
+// parsed and written with client-go's clientcmd; a kubeconfig written by an
+// older client-go comes back from a restore equal as a kubeconfig, not byte
+// for byte (client-go v0.35 omits `preferences: {}`).
+//
+// Bindings: FindBinding trusts only Services in the namespaces it is given;
+// an error wrapping ErrUntrustedBinding means there is no usable binding
+// (callers restore, and log the error so that users see why).
 package mutate
