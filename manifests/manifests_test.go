@@ -858,19 +858,25 @@ func TestTunnelArgsRun(t *testing.T) {
 		}
 		return strings.Join(q, " ")
 	}
+	// bash's /dev/tcp instead of an HTTP client binary the machine may lack.
 	script := fmt.Sprintf(`set -u
 ip link set lo up
 "$BIN" %s >"$DIR/server.log" 2>&1 & s=$!
 "$BIN" %s >"$DIR/client.log" 2>&1 & c=$!
-ready() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz"; }
+get() { # port path: prints the response (HTTP/1.0, the server closes)
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET %%s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+  timeout 2 cat <&3; exec 3>&-
+}
+ready() { get "$1" /readyz 2>/dev/null | head -1 | grep -q ' 200 '; }
 ok=0
 for i in $(seq 100); do if ready %d && ready %d; then ok=1; break; fi; sleep 0.1; done
 echo "ready=$ok"
-curl -fsS --max-time 2 "http://127.0.0.1:%d/metrics" >"$DIR/metrics" || echo "metrics failed"
+get %d /metrics >"$DIR/metrics" || echo "metrics failed"
 kill -TERM $c; wait $c; echo "client_exit=$?"
 kill -TERM $s; wait $s; echo "server_exit=$?"
 `, quote(serverArgs), quote(clientArgs), addrPort(t, srvAdmin), addrPort(t, cliAdmin), addrPort(t, srvAdmin))
-	cmd := exec.Command("unshare", "-rn", "sh", "-c", script)
+	cmd := exec.Command("unshare", "-rn", "bash", "-c", script)
 	cmd.Env = append(os.Environ(), "BIN="+bin, "DIR="+dir)
 	out, err := cmd.CombinedOutput()
 	logs := func() string {
