@@ -340,8 +340,10 @@ func (t *Topology) setupCloud(ctx context.Context) error {
 			return err
 		}
 	}
-	// Linkerd's namespaces, opted in to the rewrite as docs/install.md says
-	for _, ns := range []string{"linkerd", "linkerd-multicluster"} {
+	// Linkerd's namespaces, opted in to the rewrite as docs/install.md says,
+	// and the namespace of the mirrored Services (opted in too, so the webhook
+	// sees them and must leave them alone)
+	for _, ns := range []string{"linkerd", "linkerd-multicluster", "demo"} {
 		if err := t.CloudCP.EnsureNamespace(ctx, ns, map[string]string{"l5d-tunnel.io/rewrite": "enabled"}); err != nil {
 			return err
 		}

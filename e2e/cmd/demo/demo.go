@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+)
+
+type demo struct {
+	opts options
+	out  io.Writer
+	topo *harness.Topology
+	work string
+	step int
+}
+
+func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
+
+func (d *demo) section(title string) {
+	d.step++
+	d.say("\n== %d. %s", d.step, title)
+}
+
+func (d *demo) indent(text string) {
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		d.say("   %s", l)
+	}
+}
+
+func (d *demo) close() {
+	if d.topo != nil {
+		d.topo.Close()
+		d.say("\nCleaned up: processes stopped, namespaces %s and %s removed.", d.topo.Cloud.Name, d.topo.Home.Name)
+	}
+	if d.work != "" && !d.opts.keep {
+		_ = os.RemoveAll(d.work)
+	} else if d.work != "" {
+		d.say("Work directory kept: %s", d.work)
+	}
+}
+
+// binary finds bin/<name> (make build), building it when missing.
+func binary(root, name string) (string, error) {
+	path := filepath.Join(root, "bin", name)
+	if fi, err := os.Stat(path); err == nil && fi.Mode()&0o111 != 0 {
+		return path, nil
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/"+name)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/%s: %w: %s", name, err, out)
+	}
+	return path, nil
+}
+
+func (d *demo) run(ctx context.Context) error {
+	root := testenv.RepoRoot()
+	version := d.opts.version
+	if version == "" {
+		version = fixtures.Newest()
+	}
+	if !fixtures.Has(version, "link.yaml") {
+		return fmt.Errorf("--linkerd-version %q: no fixture (have %s)", version, strings.Join(fixtures.Versions(), ", "))
+	}
+	d.say("l5d-tunnel demo: link a home cluster with no public IP to a cloud cluster (Linkerd %s).", version)
+	d.say("Everything runs on this machine; Ctrl-C stops it and removes what it made.")
+
+	d.section("Build and start")
+	binDir, err := testenv.BinDir()
+	if err != nil {
+		return fmt.Errorf("control-plane binaries: %w", err)
+	}
+	tunnelBin, err := binary(root, "tunnel")
+	if err != nil {
+		return err
+	}
+	webhookBin, err := binary(root, "webhook")
+	if err != nil {
+		return err
+	}
+	hookCfg, err := os.ReadFile(filepath.Join(root, "manifests", "webhook", "webhook-configuration.yaml"))
+	if err != nil {
+		return err
+	}
+	bindingYAML, bindingSrc, err := harness.BindingYAML(root, filepath.Join(binDir, "kubectl"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(root, ".cache"), 0o755); err != nil {
+		return err
+	}
+	d.work, err = os.MkdirTemp(filepath.Join(root, ".cache"), "demo-")
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	d.topo, err = harness.Up(ctx, harness.Config{
+		WorkDir: d.work, BinDir: binDir, TunnelBin: tunnelBin, WebhookBin: webhookBin,
+		WebhookConfig: hookCfg, Binding: bindingYAML, TunnelTLS: !d.opts.ws,
+		Logf: func(f string, a ...any) { d.say("   "+f, a...) },
+	})
+	if err != nil {
+		return err
+	}
+	topo := d.topo
+	d.say("   ready in %.1fs", time.Since(start).Seconds())
+	d.say("   home:  kube-apiserver %s, stand-in Linkerd gateway %s:%d (mTLS, ALPN %s) and :%d (/ready)",
+		topo.HomeCP.URL(), harness.HomeGatewayIP, harness.GatewayPort, harness.LinkerdALPN, harness.ProbePort)
+	d.say("   cloud: kube-apiserver %s, webhook, tunnel server (websocket %s)", topo.CloudCP.URL(), topo.TunnelURL())
+	d.say("   tunnel client in home dials out to the cloud; nothing dials into home")
+
+	d.section("Home has no address cloud can reach")
+	homeAPI := net.JoinHostPort(harness.HomeAPIIP, strconv.Itoa(harness.HomeAPIPort))
+	res, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: homeAPI, Timeout: 3 * time.Second})
+	if err != nil {
+		return err
+	}
+	if res.Err == "" {
+		return fmt.Errorf("cloud reached home's API server %s directly: the topology is wrong", homeAPI)
+	}
+	d.say("   from cloud, dial %s (home API server): %s", homeAPI, res.Err)
+
+	d.section("Install the tunnel binding in cloud")
+	d.say("   from %s:", bindingSrc)
+	if err := topo.CreateBinding(ctx); err != nil {
+		return err
+	}
+	b := topo.Binding
+	d.say("   Service %s/%s (ClusterIP: api %d, probe %d), Service %s/%s (headless: gateway %d), labelled %s=%s",
+		b.Namespace, b.Service, b.APIPort, b.ProbePort, b.Namespace, b.Headless, b.GatewayPort, harness.LabelLink, harness.LinkName)
+	if err := topo.WaitWebhookLive(ctx, time.Minute); err != nil {
+		return err
+	}
+
+	d.section("Apply the unmodified `linkerd multicluster link` output to cloud")
+	raw, err := fixtures.Raw(version, "link.yaml")
+	if err != nil {
+		return err
+	}
+	output, err := harness.LinkOutput(raw, topo.HomeCredentials())
+	if err != nil {
+		return err
+	}
+	d.say("   (fixture %s/link.yaml with the home API server's real URL, CA and token, as the CLI would print them)", version)
+	d.say("   $ linkerd --context=home multicluster link --cluster-name home | kubectl --context=cloud apply -f -")
+	out, err := topo.Kubectl(ctx, topo.CloudCP, output, "apply", "-f", "-")
+	if err != nil {
+		return err
+	}
+	d.indent(string(out))
+
+	d.section("What the webhook changed (printed -> stored)")
+	objs, err := fixtures.Decode(output)
+	if err != nil {
+		return err
+	}
+	var kubeconfigs []string
+	var link *unstructured.Unstructured
+	var probeName, probeNS string
+	for _, o := range objs {
+		isProbe := o.GetKind() == "Service" && o.GetLabels()["mirror.linkerd.io/mirrored-gateway"] == "true"
+		isSecret := o.GetKind() == "Secret" && fmt.Sprint(o.Object["type"]) == "mirror.linkerd.io/remote-kubeconfig"
+		if !isProbe && !isSecret && o.GetKind() != "Link" {
+			continue
+		}
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := topo.CloudCP.Client.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}, got); err != nil {
+			return err
+		}
+		d.say("   %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+		lines := harness.Diff(o, got)
+		if isSecret {
+			kl, err := harness.DiffKubeconfig(o, got)
+			if err != nil {
+				return err
+			}
+			lines = append(lines, kl...)
+			enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
+			path := filepath.Join(d.work, "stored-"+got.GetNamespace()+".kubeconfig")
+			if err := writeB64(path, enc); err != nil {
+				return err
+			}
+			kubeconfigs = append(kubeconfigs, path)
+		}
+		for _, l := range lines {
+			if isDefaulted(l) {
+				continue // API server defaults, not the webhook
+			}
+			d.say("     %s", l)
+		}
+		switch {
+		case isProbe:
+			probeName, probeNS = got.GetName(), got.GetNamespace()
+		case o.GetKind() == "Link":
+			link = got
+		}
+	}
+	if link == nil || probeName == "" || len(kubeconfigs) == 0 {
+		return fmt.Errorf("the link output lacks a Link, probe Service or credentials Secret")
+	}
+	if err := topo.WriteCloudDNS(ctx); err != nil {
+		return err
+	}
+
+	d.section("kubectl get services in HOME, from cloud, with the stored credentials (through the tunnel)")
+	d.say("   $ kubectl --kubeconfig <cluster-credentials-home kubeconfig> get services -A   (in cloud)")
+	out, err = harness.KubectlWith(ctx, topo.Cloud, filepath.Join(binDir, "kubectl"), kubeconfigs[0], nil, "get", "services", "-A")
+	if err != nil {
+		return err
+	}
+	d.indent(string(out))
+
+	probePath, _, _ := unstructured.NestedString(link.Object, "spec", "probeSpec", "path")
+	probePort := fieldString(link.Object, "spec", "probeSpec", "port")
+	probeURL := fmt.Sprintf("http://%s.%s.svc.cluster.local:%s%s", probeName, probeNS, probePort, probePath)
+	gwAddr, _, _ := unstructured.NestedString(link.Object, "spec", "gatewayAddress")
+	gw := gwAddr + ":" + fieldString(link.Object, "spec", "gatewayPort")
+	identity, _, _ := unstructured.NestedString(link.Object, "spec", "gatewayIdentity")
+
+	d.section("The gateway probe, as Linkerd's service mirror sends it")
+	if err := d.probe(ctx, probeURL); err != nil {
+		return err
+	}
+
+	d.section("mTLS to the home gateway through the tunnel (the tunnel never sees plaintext)")
+	m, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "mtls", Addr: gw, ServerName: identity,
+		CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
+		Bytes: 8 << 20, Streams: 1, Timeout: 20 * time.Second})
+	if err != nil {
+		return err
+	}
+	if m.Err != "" {
+		return fmt.Errorf("mTLS echo: %s", m.Err)
+	}
+	tr := m.Transfers[0]
+	d.say("   dial %s as %s", gw, identity)
+	d.say("   %s, ALPN %s, server certificate for %v (issued by the home trust anchor)", m.TLSVersion, m.ALPN, m.PeerNames)
+	d.say("   echoed %d bytes, sha256 sent %s… = received %s…", tr.Received, tr.SentSHA[:16], tr.GotSHA[:16])
+
+	d.section("Live tunnel metrics (tunnel server /metrics, l5d_tunnel_*)")
+	if err := d.metrics(); err != nil {
+		return err
+	}
+
+	if d.opts.once {
+		d.say("\n--once: done.")
+		return nil
+	}
+	d.section("Up. Try it yourself (as root), Ctrl-C to stop")
+	d.say("   ip netns exec %s %s --kubeconfig %s get services -A", topo.Cloud.Name, filepath.Join(binDir, "kubectl"), kubeconfigs[0])
+	d.say("   ip netns exec %s %s --kubeconfig %s get links -A -o yaml", topo.Cloud.Name, filepath.Join(binDir, "kubectl"), topo.CloudCP.Kubeconfig)
+	d.say("   ip netns exec %s curl -s http://%s/metrics | grep ^l5d_tunnel_", topo.Cloud.Name, harness.TunnelServerAdmin())
+	d.say("   logs: %s/*.log", d.work)
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			for _, p := range topo.Procs() {
+				if p.Exited() {
+					return p.Err()
+				}
+			}
+			d.say("\n-- %s", time.Now().Format("15:04:05"))
+			if err := d.probe(ctx, probeURL); err != nil {
+				d.say("   probe: %v", err)
+			}
+			if err := d.metrics(); err != nil {
+				d.say("   metrics: %v", err)
+			}
+		}
+	}
+}
+
+func (d *demo) probe(ctx context.Context, url string) error {
+	p, err := d.topo.Helper(ctx, d.topo.Cloud, harness.HelperRequest{Op: "probe", URL: url, Timeout: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	if p.Err != "" {
+		return fmt.Errorf("probe: %s", p.Err)
+	}
+	d.say("   GET %s -> %d %q", url, p.Status, strings.TrimSpace(p.Body))
+	return nil
+}
+
+func (d *demo) metrics() error {
+	body, err := d.topo.TunnelMetrics()
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	n := 0
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "l5d_tunnel_") {
+			d.say("   %s", l)
+			n++
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("no l5d_tunnel_* metrics on %s/metrics", harness.TunnelServerAdmin())
+	}
+	return nil
+}
+
+// isDefaulted hides fields the API server fills in on create.
+func isDefaulted(line string) bool {
+	for _, f := range []string{"spec.sessionAffinity", "spec.internalTrafficPolicy", "spec.ipFamil",
+		"spec.clusterIP", "spec.ports[0].targetPort", "metadata.namespace", "spec.probeSpec.timeout",
+		"spec.probeSpec.failureThreshold", "metadata.annotations: <nil>"} {
+		if strings.HasPrefix(line, "+ "+f) || strings.HasPrefix(line, "- "+f) {
+			return true
+		}
+	}
+	return false
+}
+
+func fieldString(obj map[string]any, path ...string) string {
+	v, found, _ := unstructured.NestedFieldNoCopy(obj, path...)
+	if !found || v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}

@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+)
+
+// metric logs one measured figure as a line `make e2e` keeps.
+func metric(t *testing.T, name string, labels map[string]string, v float64) {
+	t.Helper()
+	var l []string
+	for _, k := range []string{"version", "fault", "what"} {
+		if labels[k] != "" {
+			l = append(l, fmt.Sprintf("%s=%q", k, labels[k]))
+		}
+	}
+	t.Logf("e2e_%s{%s} %.2f", name, strings.Join(l, ","), v)
+}
+
+// 5. What Linkerd's service mirror writes is stored exactly as written, in
+// namespaces the webhook watches.
+func (lt *linkTest) testMirrored(t *testing.T, ctx context.Context) {
+	objs, err := fixtures.Objects(lt.version, "mirrored.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := lt.topo.CloudCP.Client
+	for _, o := range objs {
+		obj := o.DeepCopy()
+		unstructured.RemoveNestedField(obj.Object, "status")
+		unstructured.RemoveNestedField(obj.Object, "metadata", "resourceVersion")
+		unstructured.RemoveNestedField(obj.Object, "metadata", "creationTimestamp")
+		// the service mirror writes with plain Create
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatalf("create %s %s/%s as the service mirror would: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	for _, o := range objs {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := c.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}, got); err != nil {
+			t.Fatal(err)
+		}
+		id := o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+		var p []string
+		p = append(p, subset("label", o.GetLabels(), got.GetLabels())...)
+		p = append(p, subset("annotation", o.GetAnnotations(), got.GetAnnotations())...)
+		if hasTunnelAnnotation(got) {
+			p = append(p, "carries an l5d-tunnel.io/ annotation")
+		}
+		switch o.GetKind() {
+		case "Service":
+			wantType := fieldString(o.Object, "spec", "type")
+			if wantType == "" {
+				wantType = "ClusterIP"
+			}
+			if gt := fieldString(got.Object, "spec", "type"); gt != wantType {
+				p = append(p, fmt.Sprintf("type %s, want %s", gt, wantType))
+			}
+			if ip := fieldString(o.Object, "spec", "clusterIP"); ip != "" && ip != fieldString(got.Object, "spec", "clusterIP") {
+				p = append(p, fmt.Sprintf("clusterIP %s, want %s", fieldString(got.Object, "spec", "clusterIP"), ip))
+			}
+			if en := fieldString(got.Object, "spec", "externalName"); en != "" {
+				p = append(p, "externalName "+en)
+			}
+			if a, b := portNumbers(o.Object), portNumbers(got.Object); !reflect.DeepEqual(a, b) {
+				p = append(p, fmt.Sprintf("ports %v, want %v", b, a))
+			}
+		case "Endpoints":
+			if a, b := endpointAddrs(o.Object), endpointAddrs(got.Object); !reflect.DeepEqual(a, b) {
+				p = append(p, fmt.Sprintf("subsets %v, want %v", b, a))
+			}
+		}
+		for _, problem := range p {
+			t.Errorf("5: %s: %s", id, problem)
+		}
+	}
+}
+
+func portNumbers(obj map[string]any) []string {
+	ports, _, _ := unstructured.NestedSlice(obj, "spec", "ports")
+	var out []string
+	for _, p := range ports {
+		m := p.(map[string]any)
+		out = append(out, fieldString(m, "name")+"="+fieldString(m, "port")+"->"+fieldString(m, "targetPort"))
+	}
+	return out
+}
+
+func endpointAddrs(obj map[string]any) []string {
+	subsets, _, _ := unstructured.NestedSlice(obj, "subsets")
+	var out []string
+	for _, s := range subsets {
+		m := s.(map[string]any)
+		for _, key := range []string{"addresses", "notReadyAddresses"} {
+			as, _, _ := unstructured.NestedSlice(m, key)
+			for _, a := range as {
+				out = append(out, key+":"+fieldString(a.(map[string]any), "ip"))
+			}
+		}
+		ps, _, _ := unstructured.NestedSlice(m, "ports")
+		for _, pp := range ps {
+			pm := pp.(map[string]any)
+			out = append(out, "port:"+fieldString(pm, "name")+"="+fieldString(pm, "port"))
+		}
+	}
+	return out
+}
+
+// 6. Faults: each time, api/probe/gateway work again within recoveryBound
+// after the fault ends, and transfers after recovery are intact.
+func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) {
+	topo := lt.topo
+	probeFails := func(t *testing.T, during string) {
+		t.Helper()
+		res, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "probe", URL: cs.probeURL, Timeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Err == "" {
+			t.Errorf("the probe still answered %d %s: the fault was not one", res.Status, during)
+		}
+	}
+	faults := []struct {
+		name   string
+		inject func(t *testing.T) (ended time.Time, after func())
+	}{
+		{"tunnel server killed and restarted", func(t *testing.T) (time.Time, func()) {
+			topo.KillTunnelServer()
+			probeFails(t, "with the tunnel server killed")
+			if err := topo.StartTunnelServer(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return time.Now(), nil
+		}},
+		{"client SIGSTOPped and a new client started", func(t *testing.T) (time.Time, func()) {
+			old := topo.TunnelClients[len(topo.TunnelClients)-1]
+			if err := topo.StopClient(old); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := topo.StartTunnelClient(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return time.Now(), func() { old.Kill() }
+		}},
+		{"veth link down 10s", func(t *testing.T) (time.Time, func()) {
+			if err := topo.SetLink(false); err != nil {
+				t.Fatal(err)
+			}
+			down := time.Now()
+			probeFails(t, "with the link down")
+			time.Sleep(10*time.Second - time.Since(down))
+			if err := topo.SetLink(true); err != nil {
+				t.Fatal(err)
+			}
+			return time.Now(), nil
+		}},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			start := time.Now()
+			ended, after := f.inject(t)
+			if after != nil {
+				defer after()
+			}
+			rec, res, err := lt.waitTraffic(ctx, cs, recoveryBound)
+			if err != nil {
+				t.Fatalf("no recovery within %s after %q: %v (parts %v)", recoveryBound, f.name, err, res.Parts)
+			}
+			labels := map[string]string{"version": lt.version, "fault": f.name}
+			metric(t, "recovery_seconds", labels, rec.Seconds())
+			metric(t, "outage_seconds", labels, ended.Sub(start).Seconds()+rec.Seconds())
+			// transfers after recovery: 4 parallel streams of 4 MiB through the gateway
+			m, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 4<<20, 4))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, tr := range m.Transfers {
+				if tr.Corrupted() {
+					t.Errorf("transfer %d after recovery CORRUPTED: sent %d bytes sha256 %s, got %d bytes sha256 %s", i, tr.Bytes, tr.SentSHA, tr.Received, tr.GotSHA)
+				} else if !tr.Intact() {
+					t.Errorf("transfer %d after recovery failed: %s", i, tr.Err)
+				}
+			}
+		})
+	}
+	// the client's and server's view after the faults
+	if body, err := topo.TunnelMetrics(); err == nil {
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "l5d_tunnel_sessions") || strings.HasPrefix(l, "l5d_tunnel_reconnects") {
+				t.Logf("server metric: %s", l)
+			}
+		}
+	}
+}
+
+// 7. The reconciler: removing the binding restores the originals; a link
+// applied before the binding exists is repaired once it appears.
+func (lt *linkTest) testReconciler(t *testing.T, ctx context.Context) {
+	topo := lt.topo
+	wait := func(what string, check func(*linkObjects) []string) {
+		t.Helper()
+		start := time.Now()
+		var last []string
+		err := harness.Poll(ctx, reconcileBound, func() error {
+			s, err := lt.stored(ctx)
+			if err != nil {
+				return err
+			}
+			if last = check(s); len(last) > 0 {
+				return fmt.Errorf("%s", strings.Join(last, "; "))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("7: %s: %v", what, err)
+		}
+		metric(t, "reconcile_seconds", map[string]string{"version": lt.version, "what": what}, time.Since(start).Seconds())
+	}
+
+	if err := topo.DeleteBinding(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait("binding removed: originals restored", lt.checkOriginal)
+
+	if _, err := lt.kubectl(ctx, lt.output, "delete", "--wait=true", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lt.kubectl(ctx, lt.output, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := lt.stored(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range lt.checkOriginal(s) {
+		t.Errorf("7: applied without a binding, the link must stay as printed: %s", p)
+	}
+	if err := topo.CreateBinding(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait("binding created: link applied earlier repaired", func(s *linkObjects) []string { return lt.checkRewritten(s) })
+	cs, err := lt.checkSpec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, res, err := lt.waitTraffic(ctx, cs, 30*time.Second); err != nil {
+		t.Errorf("7: the repaired link does not carry traffic: %v (%v)", err, res.Parts)
+	} else {
+		t.Logf("7: repaired link carries api, probe and gateway traffic (%.1fs)", d.Seconds())
+	}
+}
