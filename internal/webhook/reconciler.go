@@ -242,11 +242,16 @@ func (r *Reconciler) listLinks(ctx context.Context, ns string) ([]unstructured.U
 	return list.Items, nil
 }
 
-// linkVersion picks the newest version of mutate.LinkVersions the API
+// linkVersionsNewestFirst are the Link versions the reconciler lists, in
+// order of preference (those whose shape pkg/mutate knows; the API server
+// converts between them, the CRD uses no conversion webhook).
+var linkVersionsNewestFirst = []string{"v1alpha3", "v1alpha2", "v1alpha1"}
+
+// linkVersion picks the newest version of linkVersionsNewestFirst the API
 // server serves.
 func (r *Reconciler) linkVersion() (schema.GroupVersion, error) {
 	gk := schema.GroupKind{Group: mutate.LinkGroup, Kind: mutate.LinkKind}
-	for _, v := range slices.Backward(mutate.LinkVersions) {
+	for _, v := range linkVersionsNewestFirst {
 		m, err := r.Mapper.RESTMapping(gk, v)
 		if err == nil && m != nil {
 			return m.GroupVersionKind.GroupVersion(), nil
@@ -255,5 +260,5 @@ func (r *Reconciler) linkVersion() (schema.GroupVersion, error) {
 			return schema.GroupVersion{}, err
 		}
 	}
-	return schema.GroupVersion{}, &meta.NoKindMatchError{GroupKind: gk, SearchedVersions: mutate.LinkVersions}
+	return schema.GroupVersion{}, &meta.NoKindMatchError{GroupKind: gk, SearchedVersions: linkVersionsNewestFirst}
 }
