@@ -505,6 +505,14 @@ func TestTunnelBinding(t *testing.T) {
 		if svc.Spec.PublishNotReadyAddresses {
 			t.Errorf("binding Service %s publishes not-ready pods: it must route only to servers with a client session", s)
 		}
+		// Port equals targetPort on every binding port: the headless
+		// gateway port is dialled on the pod IPs directly, and the e2e
+		// harness (e2e/harness/binding.go) maps Service names to pods.
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.Type != intstr.Int || p.TargetPort.IntVal != p.Port {
+				t.Errorf("binding Service %s port %s: targetPort %s, want the number %d", s, p.Name, p.TargetPort.String(), p.Port)
+			}
+		}
 	}
 
 	// Websocket endpoint: Service -> --listen, reachable before Ready.
