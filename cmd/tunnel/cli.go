@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -116,7 +117,10 @@ func (e endpoints) Set(s string) error {
 
 func (e endpoints) Type() string { return "NAME=ADDR" }
 
-type logOpts struct{ format, level string }
+type logOpts struct {
+	format, level string
+	maxProcs      int
+}
 
 func commonFlags(fs *pflag.FlagSet, c *tunnel.Common, lo *logOpts) {
 	fs.StringVar(&c.TokenFile, "token-file", "", "file with the shared token (re-read on every handshake; default: env "+tunnel.TokenEnv+")")
@@ -132,6 +136,22 @@ func commonFlags(fs *pflag.FlagSet, c *tunnel.Common, lo *logOpts) {
 	fs.IntVar(&c.Session.WriteBufferSize, "ws-write-buffer", c.Session.WriteBufferSize, "websocket write buffer in bytes")
 	fs.IntVar(&c.CopyBufferSize, "copy-buffer", c.CopyBufferSize, "pooled socket-to-stream copy buffer in bytes")
 	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long open streams may finish before they are closed")
+	fs.IntVar(&lo.maxProcs, "max-procs", 1, "GOMAXPROCS: OS threads running Go code at once; the relay is syscall-bound and one uses the least CPU per byte (0: Go's default; an explicit GOMAXPROCS env wins over the default)")
+}
+
+// setMaxProcs applies --max-procs unless the flag was left at its default
+// and the GOMAXPROCS environment variable is set.
+func setMaxProcs(fs *pflag.FlagSet, n int, getenv func(string) string) error {
+	if n < 0 {
+		return fmt.Errorf("--max-procs %d must not be negative", n)
+	}
+	if !fs.Changed("max-procs") && getenv("GOMAXPROCS") != "" {
+		return nil
+	}
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	return nil
 }
 
 func newLogger(lo logOpts, w io.Writer) (*slog.Logger, error) {
@@ -202,6 +222,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if err != nil {
 		return usageError(stderr, "server", err)
 	}
+	if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
+		return usageError(stderr, "server", err)
+	}
 	if err := s.Run(ctx); err != nil {
 		log.Error("tunnel server failed", "err", err)
 		return exitFailure
@@ -234,6 +257,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	c, err := tunnel.NewClient(cfg, log)
 	if err != nil {
+		return usageError(stderr, "client", err)
+	}
+	if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
 		return usageError(stderr, "client", err)
 	}
 	if err := c.Run(ctx); err != nil {

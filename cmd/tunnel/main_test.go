@@ -50,6 +50,7 @@ func TestFlags(t *testing.T) {
 		"client no server":    {[]string{"client", "--upstream", "gw=h:1", "--token-file", "/x"}, exitUsage, "--server"},
 		"client bad scheme":   {[]string{"client", "--server", "http://h/tunnel", "--upstream", "gw=h:1", "--token-file", "/x"}, exitUsage, "--server"},
 		"positional argument": {[]string{"client", "extra"}, exitUsage, `"extra"`},
+		"negative max-procs":  {[]string{"server", "--port", "gw=127.0.0.1:0", "--token-file", "/x", "--max-procs", "-1"}, exitUsage, "--max-procs"},
 		"bad window":          {[]string{"server", "--port", "gw=:0", "--token-file", "/x", "--stream-window", "10"}, exitUsage, "window"},
 	}
 	for name, tc := range tests {

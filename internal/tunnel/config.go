@@ -91,7 +91,7 @@ func defaultCommon() Common {
 		AdminAddr:      ":9090",
 		Session:        smux.DefaultConfig(),
 		DrainGrace:     20 * time.Second,
-		CopyBufferSize: 64 << 10,
+		CopyBufferSize: 256 << 10,
 	}
 }
 

@@ -75,27 +75,26 @@ func (p *pipe) abort() {
 
 func (p *pipe) localToStream() error {
 	rc := rawConn(p.local)
-	full := false
 	for {
-		// Wait for readability without holding a buffer, unless the last read
-		// filled the buffer (more data is almost certainly queued).
-		if rc != nil && !full {
-			if err := waitReadable(rc); err != nil {
-				return err
-			}
+		var bp *[]byte
+		var n int
+		var err error
+		if haveReadPooled && rc != nil {
+			bp, n, err = readPooled(rc, p.pool)
+		} else {
+			bp = p.pool.get()
+			n, err = p.local.Read(*bp)
 		}
-		bp := p.pool.get()
-		buf := *bp
-		n, err := p.local.Read(buf)
 		if n > 0 {
 			p.lm.in.Add(float64(n))
-			if _, werr := p.st.Write(buf[:n]); werr != nil {
-				p.pool.put(bp)
+			_, werr := p.st.Write((*bp)[:n])
+			p.pool.put(bp)
+			if werr != nil {
 				return werr
 			}
+		} else if bp != nil {
+			p.pool.put(bp)
 		}
-		full = n == len(buf)
-		p.pool.put(bp)
 		if errors.Is(err, io.EOF) {
 			return p.st.CloseWrite()
 		}

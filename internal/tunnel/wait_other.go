@@ -2,8 +2,15 @@
 
 package tunnel
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
-// waitReadable is a no-op off Linux: the copy simply blocks in Read holding
-// its buffer.
-func waitReadable(syscall.RawConn) error { return nil }
+// readPooled is not available off Linux; localToStream falls back to
+// net.Conn.Read, which holds its buffer while it waits.
+func readPooled(syscall.RawConn, *bufPool) (*[]byte, int, error) {
+	return nil, 0, errors.ErrUnsupported
+}
+
+const haveReadPooled = false

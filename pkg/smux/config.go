@@ -50,11 +50,11 @@ func DefaultConfig() Config {
 	return Config{
 		KeepAliveInterval: 10 * time.Second,
 		KeepAliveTimeout:  30 * time.Second,
-		MaxFrameSize:      32 << 10,
+		MaxFrameSize:      65535,
 		MaxStreamBuffer:   256 << 10,
 		MaxReceiveBuffer:  32 << 20,
-		ReadBufferSize:    32 << 10,
-		WriteBufferSize:   64 << 10,
+		ReadBufferSize:    256 << 10,
+		WriteBufferSize:   64<<10 + 64,
 	}
 }
 

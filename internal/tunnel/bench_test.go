@@ -1,0 +1,441 @@
+package tunnel
+
+// Benchmarks of the real binary against direct TCP, measured in the same
+// run (`make bench`). Each benchmark starts a fresh `tunnel server` and
+// `tunnel client` process pair on loopback, with production defaults, and
+// reports the tunnel figure, the direct-TCP figure and their ratio as
+// custom metrics. The tunnel binary is $TUNNEL_BIN, or built from
+// ./cmd/tunnel into a temporary directory.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	benchBinOnce sync.Once
+	benchBin     string
+	benchBinErr  error
+)
+
+func tunnelBinary(b *testing.B) string {
+	benchBinOnce.Do(func() {
+		if p := os.Getenv("TUNNEL_BIN"); p != "" {
+			benchBin = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "tunnel-bench-")
+		if err != nil {
+			benchBinErr = err
+			return
+		}
+		benchBin = filepath.Join(dir, "tunnel")
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(goBin, "build", "-trimpath", "-o", benchBin, "github.com/l5d-tunnel/l5d-tunnel/cmd/tunnel").CombinedOutput()
+		if err != nil {
+			benchBinErr = fmt.Errorf("go build ./cmd/tunnel: %v\n%s", err, out)
+		}
+	})
+	if benchBinErr != nil {
+		b.Fatal(benchBinErr)
+	}
+	return benchBin
+}
+
+// benchUpstreams are the home-side services, in the benchmark process.
+type benchUpstreams struct {
+	sink, source, echo string
+}
+
+// startBenchUpstreams: sink reads to EOF and answers with the byte count;
+// source reads an 8-byte length and sends that many bytes; echo echoes.
+func startBenchUpstreams(b *testing.B) benchUpstreams {
+	sink := upstream(b, func(c net.Conn) {
+		buf := make([]byte, 128<<10)
+		var n int64
+		for {
+			m, err := c.Read(buf)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		_ = binary.Write(c, binary.BigEndian, n)
+	})
+	source := upstream(b, func(c net.Conn) {
+		var n int64
+		if err := binary.Read(c, binary.BigEndian, &n); err != nil {
+			return
+		}
+		buf := make([]byte, 128<<10)
+		for n > 0 {
+			m, err := c.Write(buf[:min(int64(len(buf)), n)])
+			if err != nil {
+				return
+			}
+			n -= int64(m)
+		}
+	})
+	echoAddr := upstream(b, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		_, _ = io.CopyBuffer(c, struct{ io.Reader }{c}, buf)
+	})
+	return benchUpstreams{sink: sink, source: source, echo: echoAddr}
+}
+
+type benchTunnel struct {
+	srv, cli  *exec.Cmd
+	listeners map[string]string // name -> server listener address
+}
+
+func freePort(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startBenchTunnel(b *testing.B, up benchUpstreams) *benchTunnel {
+	bin := tunnelBinary(b)
+	listen, sAdmin, cAdmin := freePort(b), freePort(b), freePort(b)
+	bt := &benchTunnel{listeners: map[string]string{}}
+	sargs := []string{"server", "--listen", listen, "--admin-addr", sAdmin, "--log-level", "warn"}
+	// The client logs only errors: the benchmark kills the processes at
+	// the end, which a client rightly warns about.
+	cargs := []string{"client", "--server", "ws://" + listen + TunnelPath, "--admin-addr", cAdmin, "--log-level", "error"}
+	for name, addr := range map[string]string{"sink": up.sink, "source": up.source, "echo": up.echo} {
+		bt.listeners[name] = freePort(b)
+		sargs = append(sargs, "--port", name+"="+bt.listeners[name])
+		cargs = append(cargs, "--upstream", name+"="+addr)
+	}
+	// TUNNEL_BENCH_ARGS adds flags to both processes (tuning experiments).
+	extra := strings.Fields(os.Getenv("TUNNEL_BENCH_ARGS"))
+	sargs, cargs = append(sargs, extra...), append(cargs, extra...)
+	env := append(os.Environ(), "TUNNEL_TOKEN=bench-token")
+	if p := os.Getenv("TUNNEL_BENCH_PROCS"); p != "" {
+		env = append(env, "GOMAXPROCS="+p)
+	}
+	bt.srv = exec.Command(bin, sargs...)
+	bt.cli = exec.Command(bin, cargs...)
+	b.Cleanup(func() {
+		for _, c := range []*exec.Cmd{bt.cli, bt.srv} {
+			if c.Process != nil {
+				_ = c.Process.Kill()
+				_ = c.Wait()
+			}
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for _, step := range []struct {
+		c     *exec.Cmd
+		ready string
+	}{{bt.srv, "http://" + sAdmin + "/healthz"}, {bt.cli, "http://" + sAdmin + "/readyz"}} {
+		step.c.Env = env
+		step.c.Stderr = os.Stderr
+		if err := step.c.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for httpStatus(b, step.ready) != 200 {
+			if time.Now().After(deadline) {
+				b.Fatal("tunnel not ready")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for httpStatus(b, "http://"+sAdmin+"/readyz") != 200 {
+		if time.Now().After(deadline) {
+			b.Fatal("tunnel not ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return bt
+}
+
+// cpuSeconds is utime+stime of the server and client processes.
+func (bt *benchTunnel) cpuSeconds(b *testing.B) float64 {
+	total := 0.0
+	for _, c := range []*exec.Cmd{bt.srv, bt.cli} {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := string(raw)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseFloat(fields[11], 64)
+		st, _ := strconv.ParseFloat(fields[12], 64)
+		total += (ut + st) / 100 // USER_HZ
+	}
+	return total
+}
+
+// statusKiB reads a VmXXX line of /proc/PID/status for both processes, summed.
+func (bt *benchTunnel) statusKiB(b *testing.B, key string) float64 {
+	total := 0.0
+	for _, c := range []*exec.Cmd{bt.srv, bt.cli} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+				kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+				total += kb
+			}
+		}
+		f.Close()
+	}
+	return total
+}
+
+// resetPeakRSS makes VmHWM start again from the current RSS.
+func (bt *benchTunnel) resetPeakRSS() {
+	for _, c := range []*exec.Cmd{bt.srv, bt.cli} {
+		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", c.Process.Pid), []byte("5"), 0)
+	}
+}
+
+func mustDial(b *testing.B, addr string) *net.TCPConn {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c.(*net.TCPConn)
+}
+
+var benchBuf = make([]byte, 128<<10)
+
+// upload sends n bytes to a sink and waits for its byte count.
+func upload(b *testing.B, addr string, n int64) {
+	c := mustDial(b, addr)
+	defer c.Close()
+	for left := n; left > 0; {
+		m, err := c.Write(benchBuf[:min(int64(len(benchBuf)), left)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		left -= int64(m)
+	}
+	_ = c.CloseWrite()
+	var got int64
+	if err := binary.Read(c, binary.BigEndian, &got); err != nil || got != n {
+		b.Fatalf("sink got %d of %d bytes: %v", got, n, err)
+	}
+}
+
+// download asks a source for n bytes and reads them.
+func download(b *testing.B, addr string, n int64) {
+	c := mustDial(b, addr)
+	defer c.Close()
+	_ = binary.Write(c, binary.BigEndian, n)
+	buf := make([]byte, 128<<10)
+	got, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, buf)
+	if err != nil || got != n {
+		b.Fatalf("source sent %d of %d bytes: %v", got, n, err)
+	}
+}
+
+const mib = 1 << 20
+
+func reportRatio(b *testing.B, unit string, tunnel, direct float64) {
+	b.ReportMetric(tunnel, "tunnel-"+unit)
+	b.ReportMetric(direct, "direct-"+unit)
+	b.ReportMetric(tunnel/direct, "ratio")
+}
+
+// BenchmarkBulk: one stream moving 256 MiB per iteration, upload (caller to
+// home service) and download, tunnel vs direct. Also reports tunnel CPU
+// seconds (server+client) per GiB.
+func BenchmarkBulk(b *testing.B) {
+	const size = 256 * mib
+	up := startBenchUpstreams(b)
+	bt := startBenchTunnel(b, up)
+	for _, dir := range []struct {
+		name string
+		f    func(*testing.B, string, int64)
+		key  string
+	}{{"upload", upload, "sink"}, {"download", download, "source"}} {
+		b.Run(dir.name, func(b *testing.B) {
+			dir.f(b, bt.listeners[dir.key], 8*mib) // warm up
+			var tDirect, tTunnel time.Duration
+			var cpu, cpuDirect float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start, r0 := time.Now(), selfCPU()
+				dir.f(b, map[string]string{"sink": up.sink, "source": up.source}[dir.key], size)
+				tDirect += time.Since(start)
+				cpuDirect += selfCPU() - r0
+				c0 := bt.cpuSeconds(b)
+				start = time.Now()
+				dir.f(b, bt.listeners[dir.key], size)
+				tTunnel += time.Since(start)
+				cpu += bt.cpuSeconds(b) - c0
+			}
+			total := float64(b.N) * size / mib
+			reportRatio(b, "MiB/s", total/tTunnel.Seconds(), total/tDirect.Seconds())
+			b.ReportMetric(cpu/(total/1024), "tunnel-CPU-s/GiB")
+			// For scale: what sender+receiver spend on the same bytes over
+			// direct TCP (this process, both ends).
+			b.ReportMetric(cpuDirect/(total/1024), "direct-CPU-s/GiB")
+		})
+	}
+}
+
+// BenchmarkParallel32: 32 streams uploading 16 MiB each at once; aggregate
+// throughput, tunnel vs direct, and peak RSS of server+client.
+func BenchmarkParallel32(b *testing.B) {
+	const streams, each = 32, 16 * mib
+	up := startBenchUpstreams(b)
+	bt := startBenchTunnel(b, up)
+	run := func(addr string) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := 0; i < streams; i++ {
+			wg.Go(func() { upload(b, addr, each) })
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	run(bt.listeners["sink"])
+	bt.resetPeakRSS()
+	var tDirect, tTunnel time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tDirect += run(up.sink)
+		tTunnel += run(bt.listeners["sink"])
+	}
+	total := float64(b.N) * streams * each / mib
+	reportRatio(b, "MiB/s", total/tTunnel.Seconds(), total/tDirect.Seconds())
+	b.ReportMetric(bt.statusKiB(b, "VmHWM")/1024, "peak-RSS-MiB")
+}
+
+// BenchmarkEcho64: 64-byte request/response on one open connection;
+// p50 and p99 round trip, tunnel vs direct.
+func BenchmarkEcho64(b *testing.B) {
+	const rounds = 5000
+	up := startBenchUpstreams(b)
+	bt := startBenchTunnel(b, up)
+	measure := func(addr string) []time.Duration {
+		c := mustDial(b, addr)
+		defer c.Close()
+		msg, got := make([]byte, 64), make([]byte, 64)
+		lat := make([]time.Duration, 0, rounds)
+		for i := 0; i < rounds+200; i++ {
+			start := time.Now()
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			if i >= 200 { // skip warm-up
+				lat = append(lat, time.Since(start))
+			}
+		}
+		slices.Sort(lat)
+		return lat
+	}
+	var direct, tunnel []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		direct = append(direct, measure(up.echo)...)
+		tunnel = append(tunnel, measure(bt.listeners["echo"])...)
+	}
+	slices.Sort(direct)
+	slices.Sort(tunnel)
+	pct := func(l []time.Duration, p float64) float64 { return float64(l[int(p*float64(len(l)-1))].Microseconds()) }
+	b.ReportMetric(pct(tunnel, 0.50), "tunnel-p50-µs")
+	b.ReportMetric(pct(tunnel, 0.99), "tunnel-p99-µs")
+	b.ReportMetric(pct(direct, 0.50), "direct-p50-µs")
+	b.ReportMetric(pct(direct, 0.99), "direct-p99-µs")
+	b.ReportMetric(pct(direct, 0.50)/pct(tunnel, 0.50), "ratio-p50")
+}
+
+// BenchmarkNewConns: from one dialer, sequentially: connect, 64-byte echo,
+// close. Connections per second, tunnel vs direct.
+func BenchmarkNewConns(b *testing.B) {
+	const conns = 2000
+	up := startBenchUpstreams(b)
+	bt := startBenchTunnel(b, up)
+	run := func(addr string) time.Duration {
+		msg, got := make([]byte, 64), make([]byte, 64)
+		start := time.Now()
+		for i := 0; i < conns; i++ {
+			c := mustDial(b, addr)
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			_ = c.SetLinger(0) // avoid piling up TIME_WAIT on the loopback port range
+			c.Close()
+		}
+		return time.Since(start)
+	}
+	run(bt.listeners["echo"])
+	var tDirect, tTunnel time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tDirect += run(up.echo)
+		tTunnel += run(bt.listeners["echo"])
+	}
+	n := float64(b.N * conns)
+	reportRatio(b, "conns/s", n/tTunnel.Seconds(), n/tDirect.Seconds())
+}
+
+// BenchmarkIdle1000: 1000 connections open through the tunnel, each after
+// one 64-byte echo, then idle; peak and current RSS of server+client.
+func BenchmarkIdle1000(b *testing.B) {
+	const conns = 1000
+	up := startBenchUpstreams(b)
+	bt := startBenchTunnel(b, up)
+	bt.resetPeakRSS()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		open := make([]*net.TCPConn, 0, conns)
+		msg, got := make([]byte, 64), make([]byte, 64)
+		for j := 0; j < conns; j++ {
+			c := mustDial(b, bt.listeners["echo"])
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			open = append(open, c)
+		}
+		time.Sleep(time.Second) // idle
+		b.ReportMetric(bt.statusKiB(b, "VmRSS")/1024, "idle-RSS-MiB")
+		for _, c := range open {
+			c.Close()
+		}
+	}
+	b.ReportMetric(bt.statusKiB(b, "VmHWM")/1024, "peak-RSS-MiB")
+}
+
+var _ = http.StatusOK
+
+// selfCPU is this process's user+system CPU time in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
