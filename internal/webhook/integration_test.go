@@ -45,30 +45,45 @@ type webhookEnv struct {
 // startWebhookEnv starts a control plane, registers
 // manifests/webhook/webhook-configuration.yaml and runs the webhook on the
 // address envtest registered, with the certificate envtest issued.
-func startWebhookEnv(t *testing.T, extraTrusted ...string) *webhookEnv {
+func startWebhookEnv(t *testing.T) *webhookEnv {
+	t.Helper()
+	we := startControlPlane(t)
+	we.kubectl(t, nil, "create", "namespace", trustedNS)
+	we.namespaces(t, true, probeNS)
+	we.runWebhook(t, nil)
+	return we
+}
+
+// startControlPlane starts a control plane with the shipped webhook
+// configuration registered (nothing serves it yet).
+func startControlPlane(t *testing.T) *webhookEnv {
 	t.Helper()
 	hooks, err := testenv.LocalWebhooks(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := testenv.Start(t, testenv.Options{Webhooks: hooks})
-	we := &webhookEnv{Env: env, logPath: filepath.Join(t.TempDir(), "webhook.log")}
-	for _, ns := range append([]string{trustedNS}, extraTrusted...) {
-		we.kubectl(t, nil, "create", "namespace", ns)
-	}
-	we.namespaces(t, true, probeNS)
+	return &webhookEnv{Env: env, logPath: filepath.Join(t.TempDir(), "webhook.log")}
+}
 
-	wi := env.WebhookInstallOptions
+// runWebhook runs the webhook in-process until the test ends; edit may
+// change its options (admin kubeconfig, trusting trustedNS by default).
+func (we *webhookEnv) runWebhook(t *testing.T, edit func(*Options)) {
+	t.Helper()
+	wi := we.WebhookInstallOptions
 	o := DefaultOptions()
 	o.CertDir = wi.LocalServingCertDir
 	o.BindAddress = wi.LocalServingHost
 	o.Port = wi.LocalServingPort
-	o.TrustedNamespaces = append([]string{trustedNS}, extraTrusted...)
-	o.Kubeconfig = env.Kubeconfig
+	o.TrustedNamespaces = []string{trustedNS}
+	o.Kubeconfig = we.Kubeconfig
 	o.HealthAddr = freeAddr(t)
 	o.MetricsAddr = "0"
 	o.LeaderElectionNamespace = trustedNS
 	o.ResyncPeriod = time.Minute
+	if edit != nil {
+		edit(&o)
+	}
 
 	logf, err := os.Create(we.logPath)
 	if err != nil {
@@ -95,7 +110,6 @@ func startWebhookEnv(t *testing.T, extraTrusted ...string) *webhookEnv {
 		}
 	})
 	waitReady(t, "http://"+o.HealthAddr+"/readyz")
-	return we
 }
 
 func tail(b []byte, n int) []byte {
@@ -748,5 +762,81 @@ func testBindingMissingPort(t *testing.T, we *webhookEnv) {
 	}
 	for _, o := range links {
 		checkOriginal(t, o, we.get(t, o))
+	}
+}
+
+// TestLeastPrivilege runs the webhook as its ServiceAccount with exactly the
+// shipped RBAC (manifests/webhook/rbac.yaml): the reconciler rewrites the
+// link objects in linkerd-multicluster and linkerd, and a namespace that
+// opted in without a RoleBinding is logged as forbidden while the others
+// still reconcile.
+func TestLeastPrivilege(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	we := startControlPlane(t)
+	manifests := filepath.Join(testenv.RepoRoot(), "manifests", "webhook")
+	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml"} {
+		we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, f))
+	}
+	we.namespaces(t, true, "linkerd-multicluster", "linkerd", "extra")
+	we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, "rbac.yaml"))
+
+	// The newest link output as printed (cluster "home"), plus a copy of
+	// its credentials Secret in "extra", stored before any binding exists.
+	objs, err := fixtures.Objects(fixtures.Newest(), "link.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := linkObjectsOf(objs)
+	var extra *unstructured.Unstructured
+	for _, o := range links {
+		if k, _ := mutate.Classify(o); k == mutate.KindCredentials && o.GetNamespace() == "linkerd-multicluster" {
+			extra = o.DeepCopy()
+			extra.SetNamespace("extra")
+		}
+	}
+	we.apply(t, toYAML(t, append(objs, extra)))
+
+	token := strings.TrimSpace(string(we.kubectl(t, nil, "create", "token", "l5d-tunnel-webhook", "-n", trustedNS, "--duration", "1h")))
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: we.Config.Host, CertificateAuthorityData: we.Config.CAData}
+	kc.AuthInfos["webhook"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["webhook"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "webhook"}
+	kc.CurrentContext = "webhook"
+	kcPath := filepath.Join(t.TempDir(), "webhook.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, kcPath); err != nil {
+		t.Fatal(err)
+	}
+	we.runWebhook(t, func(o *Options) { o.Kubeconfig = kcPath })
+
+	b := testBinding("home")
+	b.Namespace = trustedNS
+	we.kubectl(t, bindingYAML("home", trustedNS, ""), "apply", "-f", "-")
+	for _, o := range links {
+		kind, _ := mutate.Classify(o)
+		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
+			return rewrittenErr(kind, we.get(t, o), b)
+		})
+	}
+	eventually(t, 30*time.Second, "forbidden namespace logged", func() error {
+		raw, err := os.ReadFile(we.logPath)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, `"namespace":"extra"`) && strings.Contains(l, "cannot list; skipped") && strings.Contains(l, "forbidden") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no forbidden line for namespace extra")
+	})
+	checkOriginal(t, extra, we.get(t, extra))
+	// Nothing asked for more than the RBAC grants, apart from "extra".
+	raw, _ := os.ReadFile(we.logPath)
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(strings.ToLower(l), "forbidden") && !strings.Contains(l, `"namespace":"extra"`) {
+			t.Errorf("unexpected forbidden: %s", l)
+		}
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -61,6 +63,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("l5d-tunnel-rewrite").
+		// One manager per process in the binary; the tests run several
+		// in sequence, each with this controller.
+		WithOptions(controller.Options{SkipNameValidation: ptr.To(true)}).
 		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(namespaceMeta()), &handler.EnqueueRequestForObject{})).
 		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&corev1.Service{}), all)).
 		Complete(r)
