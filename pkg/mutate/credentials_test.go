@@ -104,6 +104,27 @@ func TestMutateCredentials(t *testing.T) {
 				AnnotationOriginalServer:  "https://tunnel-home.linkerd-tunnel:6443",
 			}},
 		},
+		"cluster domain option": {
+			in: secret(t, ipKC, nil), b: b, opts: Options{ClusterDomain: "corp.example"},
+			want: &want{server: "https://tunnel-home.linkerd-tunnel.svc.corp.example:6443", tls: "192.168.1.10", ann: map[string]string{
+				AnnotationRewrittenFor:    "linkerd-tunnel/tunnel-home",
+				AnnotationRewrittenValues: written(FieldServer, "https://tunnel-home.linkerd-tunnel.svc.corp.example:6443", FieldTLSServerName, "192.168.1.10"),
+				AnnotationOriginalServer:  "https://192.168.1.10:6443",
+			}},
+		},
+		"binding moved: seed-style original still gets the default name": {
+			in: secret(t, kubeconfig(t, "https://t.tunnels.svc.cluster.local:443", func(c *clientcmdapi.Config) { c.Clusters["home"].TLSServerName = "kubernetes.default.svc" }), map[string]string{
+				AnnotationRewrittenFor:    "tunnels/t",
+				AnnotationRewrittenValues: written(FieldServer, "https://t.tunnels.svc.cluster.local:443", FieldTLSServerName, "kubernetes.default.svc"),
+				AnnotationOriginalServer:  "https://tunnel-old.tunnels.svc:443",
+			}),
+			b: b,
+			want: &want{server: tunnelServer, tls: "kubernetes.default.svc", ann: map[string]string{
+				AnnotationRewrittenFor:    "linkerd-tunnel/tunnel-home",
+				AnnotationRewrittenValues: written(FieldServer, tunnelServer, FieldTLSServerName, "kubernetes.default.svc"),
+				AnnotationOriginalServer:  "https://tunnel-old.tunnels.svc:443",
+			}},
+		},
 		"rewritten Secret is left as is": {in: rewrittenIP, b: b},
 		"rewritten Secret without binding is restored": {
 			in:   rewrittenIP,

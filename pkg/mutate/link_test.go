@@ -111,6 +111,10 @@ func TestMutateLink(t *testing.T) {
 			b:    b,
 			want: edit(t, linkV3Rewritten, "original-gateway-address: 203.0.113.10", "original-gateway-address: 203.0.113.10,gw.home.example"),
 		},
+		"cluster domain option": {
+			in: linkV3, b: b, opts: Options{ClusterDomain: "corp.example"},
+			want: strings.ReplaceAll(linkV3Rewritten, "svc.cluster.local", "svc.corp.example"),
+		},
 		"rewritten Link is left as is":                        {in: linkV3Rewritten, b: b},
 		"rewritten Link without binding is restored":          {in: linkV3Rewritten, want: linkV3},
 		"Link without annotations and binding is not touched": {in: linkV3},

@@ -141,6 +141,10 @@ func TestMutateProbe(t *testing.T) {
 			in: probeRewritten, b: otherPort,
 			want: strings.ReplaceAll(probeRewritten, "14191", "24191"),
 		},
+		"binding moved to another namespace": {
+			in: probeRewritten, b: &Binding{Cluster: "home", Namespace: "tunnels", Service: "t", Headless: "t-gw", APIPort: 1, ProbePort: 14191, GatewayPort: 2},
+			want: strings.NewReplacer("linkerd-tunnel/tunnel-home", "tunnels/t", "tunnel-home.linkerd-tunnel.svc", "t.tunnels.svc").Replace(probeRewritten),
+		},
 		"cluster domain option is used in externalName": {
 			in: probeLive, b: b, opts: Options{ClusterDomain: "corp.example."},
 			want: strings.ReplaceAll(probeRewritten, "svc.cluster.local", "svc.corp.example"),
