@@ -159,6 +159,9 @@ func TestOptions(t *testing.T) {
 	if err := DefaultOptions().Validate(); err != nil {
 		t.Fatal(err)
 	}
+	if err := (Options{DefaultTLSServerName: "fd00::1"}).Validate(); err != nil {
+		t.Errorf("IP as TLS server name: %v", err)
+	}
 	if got := (Options{}).withDefaults(); got != DefaultOptions() {
 		t.Errorf("empty options default to %+v", got)
 	}

@@ -3,6 +3,7 @@ package mutate
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -42,15 +43,16 @@ func DefaultOptions() Options {
 	return Options{ClusterDomain: DefaultClusterDomain, DefaultTLSServerName: DefaultTLSServerName}
 }
 
-// Validate checks that both fields are DNS names; empty fields are valid
-// (Mutate uses the defaults for them).
+// Validate checks that ClusterDomain is a DNS name and DefaultTLSServerName a
+// DNS name or an IP address; empty fields are valid (Mutate uses the
+// defaults for them).
 func (o Options) Validate() error {
 	if o.ClusterDomain != "" {
 		if errs := validation.IsDNS1123Subdomain(strings.TrimSuffix(o.ClusterDomain, ".")); len(errs) > 0 {
 			return fmt.Errorf("%w: cluster domain %q: %s", ErrInvalidOptions, o.ClusterDomain, strings.Join(errs, "; "))
 		}
 	}
-	if o.DefaultTLSServerName != "" {
+	if o.DefaultTLSServerName != "" && net.ParseIP(o.DefaultTLSServerName) == nil {
 		if errs := validation.IsDNS1123Subdomain(o.DefaultTLSServerName); len(errs) > 0 {
 			return fmt.Errorf("%w: default TLS server name %q: %s", ErrInvalidOptions, o.DefaultTLSServerName, strings.Join(errs, "; "))
 		}
