@@ -30,18 +30,19 @@ unit: ## fast tests that need no control plane
 integration: tools ## tests on real kube-apiservers (envtest)
 	$(GOTEST) -count=1 -timeout 20m ./...
 
-fuzz: ## run every fuzz target briefly
+fuzz: ## run every fuzz target briefly (go test fuzzes one target per run)
 	$(GOTEST) -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./pkg/smux
+	$(GOTEST) -run '^$$' -fuzz '^FuzzMutate$$' -fuzztime $(FUZZTIME) ./pkg/mutate
 
 e2e: tools build ## two control planes in network namespaces (needs root)
-	$(GOTEST) -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee .cache/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+e2e_)' || true; test $${PIPESTATUS[0]} -eq 0
+	$(GOTEST) -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee .cache/e2e.log | grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok)|: e2e_' || true; test $${PIPESTATUS[0]} -eq 0
 
 test: tools vet ## everything CI runs: unit, integration, fuzz, e2e
 	$(GOTEST) -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 
 bench: build ## benchmarks against direct TCP, printed as ratios
-	$(GOTEST) -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./pkg/... ./internal/...
+	TUNNEL_BIN=$(CURDIR)/$(BIN)/tunnel $(GOTEST) -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./pkg/... ./internal/...
 
 demo: tools build ## the whole link through the tunnel on one machine (needs root)
 	$(GO) run ./e2e/cmd/demo $(DEMO_ARGS)
