@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -97,14 +98,13 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	// The reconciler lists three kinds per opted-in namespace on every
 	// binding change: client-go's default 5 QPS would throttle it.
 	cfg.QPS, cfg.Burst = 50, 100
-	mgr, lookup, err := NewManager(cfg, o, log)
+	mgr, _, err := NewManager(cfg, o, log)
 	if err != nil {
 		return err
 	}
 	log.Info("starting webhook", "port", o.Port, "bindAddress", o.BindAddress, "certDir", o.CertDir,
 		"trustedNamespaces", o.TrustedNamespaces, "clusterDomain", o.Mutate.ClusterDomain,
 		"leaderElect", o.LeaderElect, "resyncPeriod", o.ResyncPeriod.String())
-	_ = lookup
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
@@ -197,10 +197,11 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		return nil, nil, fmt.Errorf("add readyz check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("informers", func(r *http.Request) error {
-		if err := lookup.waitSynced(r.Context()); err != nil {
-			return err
-		}
-		return nil
+		// Not ready before the informers synced: an earlier answer could
+		// miss a binding and let an object through unrewritten.
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		return lookup.waitSynced(ctx)
 	}); err != nil {
 		return nil, nil, fmt.Errorf("add readyz check: %w", err)
 	}

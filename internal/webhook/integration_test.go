@@ -765,11 +765,13 @@ func testBindingMissingPort(t *testing.T, we *webhookEnv) {
 	}
 }
 
-// TestLeastPrivilege runs the webhook as its ServiceAccount with exactly the
-// shipped RBAC (manifests/webhook/rbac.yaml): the reconciler rewrites the
-// link objects in linkerd-multicluster and linkerd, and a namespace that
-// opted in without a RoleBinding is logged as forbidden while the others
-// still reconcile.
+// TestLeastPrivilege writes the link output while the webhook is down
+// (failurePolicy Ignore lets it through unchanged), then starts the webhook
+// as its ServiceAccount with exactly the shipped RBAC
+// (manifests/webhook/rbac.yaml): at startup the reconciler rewrites the link
+// objects in linkerd-multicluster and linkerd, and a namespace that opted in
+// without a RoleBinding is logged as forbidden while the others still
+// reconcile.
 func TestLeastPrivilege(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane")
@@ -796,7 +798,13 @@ func TestLeastPrivilege(t *testing.T) {
 			extra.SetNamespace("extra")
 		}
 	}
+	b := testBinding("home")
+	b.Namespace = trustedNS
+	we.kubectl(t, bindingYAML("home", trustedNS, ""), "apply", "-f", "-")
 	we.apply(t, toYAML(t, append(objs, extra)))
+	for _, o := range append(links, extra) {
+		checkOriginal(t, o, we.get(t, o)) // the webhook is down
+	}
 
 	token := strings.TrimSpace(string(we.kubectl(t, nil, "create", "token", "l5d-tunnel-webhook", "-n", trustedNS, "--duration", "1h")))
 	kc := clientcmdapi.NewConfig()
@@ -809,10 +817,6 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	we.runWebhook(t, func(o *Options) { o.Kubeconfig = kcPath })
-
-	b := testBinding("home")
-	b.Namespace = trustedNS
-	we.kubectl(t, bindingYAML("home", trustedNS, ""), "apply", "-f", "-")
 	for _, o := range links {
 		kind, _ := mutate.Classify(o)
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
