@@ -19,7 +19,7 @@ import (
 func metric(t *testing.T, name string, labels map[string]string, v float64) {
 	t.Helper()
 	var l []string
-	for _, k := range []string{"version", "fault", "what"} {
+	for _, k := range []string{"version", "file", "fault", "what"} {
 		if labels[k] != "" {
 			l = append(l, fmt.Sprintf("%s=%q", k, labels[k]))
 		}
@@ -177,7 +177,7 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 			if err != nil {
 				t.Fatalf("no recovery within %s after %q: %v (parts %v)", recoveryBound, f.name, err, res.Parts)
 			}
-			labels := map[string]string{"version": lt.version, "fault": f.name}
+			labels := map[string]string{"version": lt.version, "file": lt.file, "fault": f.name}
 			metric(t, "recovery_seconds", labels, rec.Seconds())
 			metric(t, "outage_seconds", labels, ended.Sub(start).Seconds()+rec.Seconds())
 			// transfers after recovery: 4 parallel streams of 4 MiB through the gateway
@@ -225,7 +225,7 @@ func (lt *linkTest) testReconciler(t *testing.T, ctx context.Context) {
 		if err != nil {
 			t.Fatalf("7: %s: %v", what, err)
 		}
-		metric(t, "reconcile_seconds", map[string]string{"version": lt.version, "what": what}, time.Since(start).Seconds())
+		metric(t, "reconcile_seconds", map[string]string{"version": lt.version, "file": lt.file, "what": what}, time.Since(start).Seconds())
 	}
 
 	if err := topo.DeleteBinding(ctx); err != nil {

@@ -39,11 +39,20 @@ func testLinks(t *testing.T, e *env) {
 		t.Fatalf("the API server does not call the webhook: %v", err)
 	}
 	for _, v := range fixtures.Versions() {
-		for _, file := range []string{"link.yaml"} {
-			t.Run(v, func(t *testing.T) {
+		// from 2.18 the deprecated `multicluster link` still ships: its output
+		// (link-legacy.yaml) is tested too, the tunnel faults once per version
+		for _, file := range []string{"link.yaml", "link-legacy.yaml"} {
+			if !fixtures.Has(v, file) {
+				continue
+			}
+			name := v
+			if file != "link.yaml" {
+				name = v + "/" + strings.TrimSuffix(file, ".yaml")
+			}
+			t.Run(name, func(t *testing.T) {
 				lt := newLinkTest(t, e, v, file)
 				t.Cleanup(lt.cleanup)
-				lt.run(t)
+				lt.run(t, file == "link.yaml")
 			})
 		}
 	}
@@ -99,9 +108,8 @@ func (lt *linkTest) cleanup() {
 	_ = lt.topo.CreateBinding(ctx)
 }
 
-func (lt *linkTest) run(t *testing.T) {
+func (lt *linkTest) run(t *testing.T, faults bool) {
 	ctx := context.Background()
-	topo := lt.topo
 
 	// 1. apply with the binding present: the webhook rewrites on admission
 	t.Run("1 apply rewrites, re-apply changes nothing", func(t *testing.T) {
@@ -132,6 +140,25 @@ func (lt *linkTest) run(t *testing.T) {
 		for _, p := range lt.checkRewritten(stored) {
 			t.Errorf("stored: %s", p)
 		}
+		// the reconciler may still be looking at the new objects: re-apply
+		// against a state that held still for a second
+		time.Sleep(time.Second)
+		settled, err := lt.stored(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := stored.resourceVersions(), settled.resourceVersions(); fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Logf("objects were written again after kubectl apply returned (reconciler?): %v -> %v", a, b)
+			for i, o := range stored.all() {
+				if d := objectDiff(o, settled.all()[i]); d != "" {
+					t.Logf("%s %s/%s:\n%s", o.GetKind(), o.GetNamespace(), o.GetName(), d)
+				}
+			}
+			for _, p := range lt.checkRewritten(settled) {
+				t.Errorf("stored, a second later: %s", p)
+			}
+		}
+		stored = settled
 		before := stored.resourceVersions()
 		out, err := lt.kubectl(ctx, lt.output, "apply", "-f", "-")
 		if err != nil {
@@ -170,10 +197,11 @@ func (lt *linkTest) run(t *testing.T) {
 
 	t.Run("5 mirror objects stored unchanged", func(t *testing.T) { lt.testMirrored(t, ctx) })
 
-	t.Run("6 faults", func(t *testing.T) { lt.testFaults(t, ctx, spec) })
+	if faults {
+		t.Run("6 faults", func(t *testing.T) { lt.testFaults(t, ctx, spec) })
+	}
 
 	t.Run("7 reconciler: binding removed, link applied before the binding", func(t *testing.T) { lt.testReconciler(t, ctx) })
-	_ = topo
 }
 
 // checkSpec derives the three checks from the STORED objects: the kubeconfig

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
@@ -90,4 +91,14 @@ func replaceKubeconfigValues(kc []byte, home HomeCredentials) ([]byte, error) {
 		return nil, fmt.Errorf("rewritten kubeconfig does not carry the home values")
 	}
 	return kc, nil
+}
+
+func secretConfig(obj map[string]any) (*clientcmdapi.Config, error) {
+	data, _ := obj["data"].(map[string]any)
+	enc, _ := data["kubeconfig"].(string)
+	raw, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, err
+	}
+	return clientcmd.Load(raw)
 }
