@@ -168,6 +168,50 @@ func startBenchTunnel(b *testing.B, up benchUpstreams) *benchTunnel {
 	return bt
 }
 
+// startRelayPair runs two plain relay processes (see TestMain) in front of
+// target and returns the first one's address.
+func startRelayPair(b *testing.B, target string) (string, *benchTunnel) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	a1, a2 := freePort(b), freePort(b)
+	rp := &benchTunnel{}
+	rp.srv = exec.Command(exe)
+	rp.srv.Env = append(os.Environ(), "TUNNEL_BENCH_RELAY="+a1+","+a2)
+	rp.cli = exec.Command(exe)
+	rp.cli.Env = append(os.Environ(), "TUNNEL_BENCH_RELAY="+a2+","+target)
+	if p := os.Getenv("TUNNEL_BENCH_PROCS"); p != "" {
+		rp.srv.Env = append(rp.srv.Env, "GOMAXPROCS="+p)
+		rp.cli.Env = append(rp.cli.Env, "GOMAXPROCS="+p)
+	}
+	b.Cleanup(func() {
+		for _, c := range []*exec.Cmd{rp.srv, rp.cli} {
+			if c.Process != nil {
+				_ = c.Process.Kill()
+				_ = c.Wait()
+			}
+		}
+	})
+	for _, c := range []*exec.Cmd{rp.cli, rp.srv} {
+		if err := c.Start(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", a1); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("relay not listening")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return a1, rp
+}
+
 // cpuSeconds is utime+stime of the server and client processes.
 func (bt *benchTunnel) cpuSeconds(b *testing.B) float64 {
 	total := 0.0
@@ -262,7 +306,9 @@ func reportRatio(b *testing.B, unit string, tunnel, direct float64) {
 
 // BenchmarkBulk: one stream moving 256 MiB per iteration, upload (caller to
 // home service) and download, tunnel vs direct. Also reports tunnel CPU
-// seconds (server+client) per GiB.
+// seconds (server+client) per GiB, and for scale the same figures for a
+// pair of plain TCP relay processes (the cheapest two-hop relay) and the
+// CPU the two ends of a direct connection spend.
 func BenchmarkBulk(b *testing.B) {
 	const size = 256 * mib
 	up := startBenchUpstreams(b)
@@ -273,27 +319,38 @@ func BenchmarkBulk(b *testing.B) {
 		key  string
 	}{{"upload", upload, "sink"}, {"download", download, "source"}} {
 		b.Run(dir.name, func(b *testing.B) {
+			target := map[string]string{"sink": up.sink, "source": up.source}[dir.key]
+			relay, rp := startRelayPair(b, target)
 			dir.f(b, bt.listeners[dir.key], 8*mib) // warm up
-			var tDirect, tTunnel time.Duration
-			var cpu, cpuDirect float64
+			dir.f(b, relay, 8*mib)
+			var tDirect, tTunnel, tRelay time.Duration
+			var cpu, cpuDirect, cpuRelay float64
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				start, r0 := time.Now(), selfCPU()
-				dir.f(b, map[string]string{"sink": up.sink, "source": up.source}[dir.key], size)
+				dir.f(b, target, size)
 				tDirect += time.Since(start)
 				cpuDirect += selfCPU() - r0
+
 				c0 := bt.cpuSeconds(b)
 				start = time.Now()
 				dir.f(b, bt.listeners[dir.key], size)
 				tTunnel += time.Since(start)
 				cpu += bt.cpuSeconds(b) - c0
+
+				c0 = rp.cpuSeconds(b)
+				start = time.Now()
+				dir.f(b, relay, size)
+				tRelay += time.Since(start)
+				cpuRelay += rp.cpuSeconds(b) - c0
 			}
 			total := float64(b.N) * size / mib
+			gib := total / 1024
 			reportRatio(b, "MiB/s", total/tTunnel.Seconds(), total/tDirect.Seconds())
-			b.ReportMetric(cpu/(total/1024), "tunnel-CPU-s/GiB")
-			// For scale: what sender+receiver spend on the same bytes over
-			// direct TCP (this process, both ends).
-			b.ReportMetric(cpuDirect/(total/1024), "direct-CPU-s/GiB")
+			b.ReportMetric(cpu/gib, "tunnel-CPU-s/GiB")
+			b.ReportMetric(total/tRelay.Seconds(), "relay-MiB/s")
+			b.ReportMetric(cpuRelay/gib, "relay-CPU-s/GiB")
+			b.ReportMetric(cpuDirect/gib, "direct-CPU-s/GiB")
 		})
 	}
 }
