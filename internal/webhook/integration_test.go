@@ -45,9 +45,9 @@ type webhookEnv struct {
 // startWebhookEnv starts a control plane, registers
 // manifests/webhook/webhook-configuration.yaml and runs the webhook on the
 // address envtest registered, with the certificate envtest issued.
-func startWebhookEnv(t *testing.T) *webhookEnv {
+func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
-	we := startControlPlane(t)
+	we := startControlPlane(t, linkCRD)
 	we.kubectl(t, nil, "create", "namespace", trustedNS)
 	we.namespaces(t, true, probeNS)
 	we.runWebhook(t, nil)
@@ -55,14 +55,15 @@ func startWebhookEnv(t *testing.T) *webhookEnv {
 }
 
 // startControlPlane starts a control plane with the shipped webhook
-// configuration registered (nothing serves it yet).
-func startControlPlane(t *testing.T) *webhookEnv {
+// configuration registered (nothing serves it yet) and the Link CRD of
+// testenv.Options.LinkCRD ("" = newest).
+func startControlPlane(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
 	hooks, err := testenv.LocalWebhooks(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := testenv.Start(t, testenv.Options{Webhooks: hooks})
+	env := testenv.Start(t, testenv.Options{Webhooks: hooks, LinkCRD: linkCRD})
 	return &webhookEnv{Env: env, logPath: filepath.Join(t.TempDir(), "webhook.log")}
 }
 
@@ -479,7 +480,7 @@ func TestIntegration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane")
 	}
-	we := startWebhookEnv(t)
+	we := startWebhookEnv(t, "")
 
 	t.Run("group", func(t *testing.T) {
 		for _, v := range fixtures.Versions() {
@@ -776,7 +777,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane")
 	}
-	we := startControlPlane(t)
+	we := startControlPlane(t, "")
 	manifests := filepath.Join(testenv.RepoRoot(), "manifests", "webhook")
 	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml"} {
 		we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, f))
@@ -842,5 +843,53 @@ func TestLeastPrivilege(t *testing.T) {
 		if strings.Contains(strings.ToLower(l), "forbidden") && !strings.Contains(l, `"namespace":"extra"`) {
 			t.Errorf("unexpected forbidden: %s", l)
 		}
+	}
+}
+
+// TestOldLinkCRD: with Linkerd 2.14's Link CRD (v1alpha1 only) the webhook
+// rewrites at admission and the reconciler finds and rewrites v1alpha1
+// Links stored before the binding existed.
+func TestOldLinkCRD(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	we := startWebhookEnv(t, "2.14")
+	b := testBinding("home")
+	b.Namespace = trustedNS
+
+	late := newCase("late")
+	we.namespaces(t, true, late.mcNS, late.l5dNS)
+	lateObjs := late.transform(t, "stable-2.14.10", "link.yaml")
+	we.apply(t, toYAML(t, lateObjs))
+	lateLinks := linkObjectsOf(lateObjs)
+	for _, o := range lateLinks {
+		checkOriginal(t, o, we.get(t, o))
+	}
+
+	we.namespaces(t, true, "linkerd-multicluster", "linkerd")
+	we.kubectl(t, bindingYAML("home", trustedNS, ""), "apply", "-f", "-")
+	waitBinding(t, we, "home")
+	objs, err := fixtures.Objects("stable-2.14.10", "link.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := we.apply(t, toYAML(t, objs)); len(w) > 0 {
+		t.Errorf("warnings: %q", w)
+	}
+	for _, o := range linkObjectsOf(objs) {
+		kind, _ := mutate.Classify(o)
+		if err := rewrittenErr(kind, we.get(t, o), b); err != nil {
+			t.Errorf("admission: %s %s/%s: %v", kind, o.GetNamespace(), o.GetName(), err)
+		}
+	}
+
+	lb := testBinding(late.cluster)
+	lb.Namespace = trustedNS
+	we.kubectl(t, bindingYAML(late.cluster, trustedNS, ""), "apply", "-f", "-")
+	for _, o := range lateLinks {
+		kind, _ := mutate.Classify(o)
+		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
+			return rewrittenErr(kind, we.get(t, o), lb)
+		})
 	}
 }
