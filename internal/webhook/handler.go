@@ -2,12 +2,14 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
@@ -66,8 +68,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	}
 	obj := &unstructured.Unstructured{}
 	if err := obj.UnmarshalJSON(req.Object.Raw); err != nil {
-		// Never quote the object: it may be a Secret.
-		log.Warn("admitted unchanged: object does not decode", "error", err)
+		// Never log err itself: some decode errors quote the whole
+		// object, and it may be a Secret.
+		log.Warn("admitted unchanged: object does not decode", "reason", decodeReason(err), "bytes", len(req.Object.Raw))
 		return warn(fmt.Sprintf("%s %s/%s does not decode as a Kubernetes object; left unchanged", req.Kind.Kind, req.Namespace, req.Name)), mutate.KindNone, resultWarning
 	}
 	if obj.GetNamespace() == "" {
@@ -134,6 +137,20 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		log.Info("rewritten for tunnel binding", "binding", b.String())
 	}
 	return resp.WithWarnings(prefixed(warnings)...), kind, resultMutated
+}
+
+// decodeReason says why an object did not decode without quoting it.
+func decodeReason(err error) string {
+	var syntax *json.SyntaxError
+	switch {
+	case runtime.IsMissingKind(err):
+		return "no kind"
+	case runtime.IsMissingVersion(err):
+		return "no apiVersion"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
+	}
+	return fmt.Sprintf("not a JSON object (%T)", err)
 }
 
 func warn(msg string) admission.Response {

@@ -421,3 +421,36 @@ func kubeconfigServer(t testing.TB, b64 string) string {
 	c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
 	return c.Server + " tls-server-name=" + c.TLSServerName
 }
+
+// TestHandlerNeverLogsSecretContents: objects that do not decode (here a
+// Secret without kind, whose decode error quotes the whole object) and bad
+// kubeconfigs are logged and warned about without their data.
+func TestHandlerNeverLogsSecretContents(t *testing.T) {
+	const secretData = "c2VjcmV0LXRva2VuLXZhbHVl" // base64 of a pretend token
+	var logs strings.Builder
+	h := newHandler(fakeBindings{b: map[string]*mutate.Binding{"home": testBinding("home")}}, fakeNamespaces{})
+	h.Log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	secret := newestObject(t, mutate.KindCredentials, "linkerd-multicluster")
+	bad := secret.DeepCopy()
+	_ = unstructured.SetNestedField(bad.Object, base64.StdEncoding.EncodeToString([]byte("token: "+secretData+"\nclusters: [")), "data", "kubeconfig")
+	for name, raw := range map[string][]byte{
+		"no kind":        []byte(`{"apiVersion":"v1","metadata":{"name":"cluster-credentials-home"},"type":"mirror.linkerd.io/remote-kubeconfig","data":{"kubeconfig":"` + secretData + `"}}`),
+		"bad JSON":       []byte(`{"apiVersion":"v1","kind":"Secret","data":{"kubeconfig":"` + secretData + `"`),
+		"bad kubeconfig": func() []byte { js, _ := bad.MarshalJSON(); return js }(),
+	} {
+		logs.Reset()
+		resp := h.Handle(context.Background(), rawRequest(admissionv1.Create, "linkerd-multicluster", "cluster-credentials-home", "Secret", raw))
+		if !resp.Allowed || len(resp.Patches) != 0 || len(resp.Warnings) != 1 {
+			t.Errorf("%s: allowed=%v patches=%d warnings=%q", name, resp.Allowed, len(resp.Patches), resp.Warnings)
+		}
+		enc := base64.StdEncoding.EncodeToString([]byte(secretData))
+		for _, out := range []string{logs.String(), strings.Join(resp.Warnings, "\n")} {
+			if strings.Contains(out, secretData) || strings.Contains(out, enc) || strings.Contains(out, "token:") {
+				t.Errorf("%s: Secret contents leaked: %s", name, out)
+			}
+		}
+		if logs.Len() == 0 {
+			t.Errorf("%s: nothing logged", name)
+		}
+	}
+}
