@@ -425,37 +425,56 @@ func BenchmarkEcho64(b *testing.B) {
 	b.ReportMetric(pct(direct, 0.50)/pct(tunnel, 0.50), "ratio-p50")
 }
 
-// BenchmarkNewConns: from one dialer, sequentially: connect, 64-byte echo,
-// close. Connections per second, tunnel vs direct.
+// BenchmarkNewConns: one dialer process opens connections (connect, 64-byte
+// echo, close), 2000 per iteration: connections/s, tunnel vs direct. The
+// "sequential" variant has one connection in flight at a time; "parallel8"
+// keeps eight in flight (the same dialer, eight goroutines).
 func BenchmarkNewConns(b *testing.B) {
 	const conns = 2000
 	up := startBenchUpstreams(b)
 	bt := startBenchTunnel(b, up)
-	run := func(addr string) time.Duration {
+	one := func(addr string) {
 		msg, got := make([]byte, 64), make([]byte, 64)
-		start := time.Now()
-		for i := 0; i < conns; i++ {
-			c := mustDial(b, addr)
-			if _, err := c.Write(msg); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, got); err != nil {
-				b.Fatal(err)
-			}
-			_ = c.SetLinger(0) // avoid piling up TIME_WAIT on the loopback port range
-			c.Close()
+		c := mustDial(b, addr)
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
 		}
-		return time.Since(start)
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+		_ = c.SetLinger(0) // avoid piling up TIME_WAIT on the loopback port range
+		c.Close()
 	}
-	run(bt.listeners["echo"])
-	var tDirect, tTunnel time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		tDirect += run(up.echo)
-		tTunnel += run(bt.listeners["echo"])
+	for _, par := range []int{1, 8} {
+		name := "sequential"
+		if par > 1 {
+			name = fmt.Sprintf("parallel%d", par)
+		}
+		b.Run(name, func(b *testing.B) {
+			run := func(addr string) time.Duration {
+				start := time.Now()
+				var wg sync.WaitGroup
+				for w := 0; w < par; w++ {
+					wg.Go(func() {
+						for i := w; i < conns; i += par {
+							one(addr)
+						}
+					})
+				}
+				wg.Wait()
+				return time.Since(start)
+			}
+			run(bt.listeners["echo"])
+			var tDirect, tTunnel time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				tDirect += run(up.echo)
+				tTunnel += run(bt.listeners["echo"])
+			}
+			n := float64(b.N * conns)
+			reportRatio(b, "conns/s", n/tTunnel.Seconds(), n/tDirect.Seconds())
+		})
 	}
-	n := float64(b.N * conns)
-	reportRatio(b, "conns/s", n/tTunnel.Seconds(), n/tDirect.Seconds())
 }
 
 // BenchmarkIdle1000: 1000 connections open through the tunnel, each after
