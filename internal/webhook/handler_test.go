@@ -196,11 +196,11 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 		if spec["gatewayAddress"] != hl {
 			t.Errorf("Link gatewayAddress = %v, want %s", spec["gatewayAddress"], hl)
 		}
-		if spec["gatewayPort"] != "14143" {
-			t.Errorf("Link gatewayPort = %#v, want string \"14143\"", spec["gatewayPort"])
+		if want := fmt.Sprint(b.GatewayPort); spec["gatewayPort"] != want {
+			t.Errorf("Link gatewayPort = %#v, want string %q", spec["gatewayPort"], want)
 		}
-		if p, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "probeSpec", "port"); p != "14191" {
-			t.Errorf("Link probeSpec.port = %#v, want string \"14191\"", p)
+		if p, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "probeSpec", "port"); p != fmt.Sprint(b.ProbePort) {
+			t.Errorf("Link probeSpec.port = %#v, want string \"%d\"", p, b.ProbePort)
 		}
 		if ann[mutate.AnnotationOriginalGatewayAddress] == "" {
 			t.Errorf("Link lacks %s", mutate.AnnotationOriginalGatewayAddress)
@@ -216,8 +216,8 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 			}
 		}
 		ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
-		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]interface{})["port"]) != "14191" {
-			t.Errorf("probe Service ports %v, want one port 14191", ports)
+		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]interface{})["port"]) != fmt.Sprint(b.ProbePort) {
+			t.Errorf("probe Service ports %v, want one port %d", ports, b.ProbePort)
 		}
 		if u.GetLabels()[mutate.LinkerdLabelMirroredGateway] != "true" || u.GetLabels()[mutate.LinkerdLabelClusterName] != b.Cluster {
 			t.Errorf("probe Service lost Linkerd's labels: %v", u.GetLabels())
@@ -233,7 +233,7 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 			t.Fatalf("rewritten kubeconfig does not load: %v", err)
 		}
 		c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
-		if want := "https://" + svc + ":16443"; c.Server != want {
+		if want := fmt.Sprintf("https://%s:%d", svc, b.APIPort); c.Server != want {
 			t.Errorf("kubeconfig server %q, want %q", c.Server, want)
 		}
 		orig := ann[mutate.AnnotationOriginalServer]

@@ -633,6 +633,28 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 		})
 	}
 
+	// The binding changes (another probe port): rewritten again, from the
+	// recorded originals.
+	we.kubectl(t, nil, "patch", "service", "-n", trustedNS, "tunnel-"+fc.cluster, "--type=json",
+		"-p", `[{"op":"replace","path":"/spec/ports/1/port","value":24191}]`)
+	moved := *b
+	moved.ProbePort = 24191
+	for _, o := range links {
+		kind, _ := mutate.Classify(o)
+		eventually(t, 30*time.Second, fmt.Sprintf("reconciler follows the binding for %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
+			got := we.get(t, o)
+			if err := rewrittenErr(kind, got, &moved); err != nil {
+				return err
+			}
+			if kind == mutate.KindLink {
+				if a := got.GetAnnotations()[mutate.AnnotationOriginalProbePort]; a != "4191" {
+					return fmt.Errorf("%s = %q, want Linkerd's 4191", mutate.AnnotationOriginalProbePort, a)
+				}
+			}
+			return nil
+		})
+	}
+
 	we.kubectl(t, nil, "delete", "service", "-n", trustedNS, "tunnel-"+fc.cluster, "tunnel-"+fc.cluster+"-gw")
 	for _, o := range links {
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler restores %s/%s", o.GetNamespace(), o.GetName()), func() error {
