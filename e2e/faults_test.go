@@ -168,6 +168,23 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 	}
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
+			// A transfer in flight when the fault hits may fail, but must
+			// never come back with different bytes. The tunnel does not
+			// depend on the Linkerd version: once, with the newest fixture.
+			inflight := make(chan harness.HelperResult, 1)
+			var inflightDone time.Time
+			withInflight := lt.version == fixtures.Newest()
+			if withInflight {
+				go func() {
+					res, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 32<<20, 1))
+					if err != nil {
+						res.Err = err.Error()
+					}
+					inflightDone = time.Now()
+					inflight <- res
+				}()
+				time.Sleep(150 * time.Millisecond)
+			}
 			start := time.Now()
 			ended, after := f.inject(t)
 			if after != nil {
@@ -180,6 +197,26 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 			labels := map[string]string{"version": lt.version, "file": lt.file, "fault": f.name}
 			metric(t, "recovery_seconds", labels, rec.Seconds())
 			metric(t, "outage_seconds", labels, ended.Sub(start).Seconds()+rec.Seconds())
+			if withInflight {
+				select {
+				case res := <-inflight:
+					outcome := "broken"
+					for _, tr := range res.Transfers {
+						if tr.Corrupted() {
+							t.Errorf("transfer in flight during %q CORRUPTED: sent %d bytes sha256 %s, got %d bytes sha256 %s", f.name, tr.Bytes, tr.SentSHA, tr.Received, tr.GotSHA)
+						} else if tr.Intact() {
+							outcome = "intact"
+							t.Logf("transfer in flight during the fault: 32 MiB intact, sha256 equal")
+						} else {
+							t.Logf("transfer in flight during the fault: broken cleanly after %d bytes (%s)", tr.Received, tr.Err)
+						}
+					}
+					labels["what"] = "in-flight 32 MiB " + outcome
+					metric(t, "inflight_seconds", labels, inflightDone.Sub(start).Seconds())
+				case <-time.After(2 * time.Minute):
+					t.Errorf("transfer in flight during %q neither finished nor failed within 2m", f.name)
+				}
+			}
 			// transfers after recovery: 4 parallel streams of 4 MiB through the gateway
 			m, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 4<<20, 4))
 			if err != nil {

@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -317,7 +318,7 @@ func (t *Topology) setupHome(ctx context.Context) error {
 	}
 	tr, err := cs.CoreV1().ServiceAccounts(sa.Namespace).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
-	}, metav1CreateOptions())
+	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("home: token for %s: %w", sa.Name, err)
 	}
@@ -516,5 +517,3 @@ func (t *Topology) Helper(ctx context.Context, ns *Netns, req HelperRequest) (He
 func (t *Topology) Kubectl(ctx context.Context, cp *ControlPlane, stdin []byte, args ...string) ([]byte, error) {
 	return kubectl(ctx, cp.NS, filepath.Join(t.Cfg.BinDir, "kubectl"), cp.Kubeconfig, stdin, args...)
 }
-
-var _ = ptr.To[int]

@@ -16,8 +16,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 type permanentError struct{ error }
@@ -62,8 +60,6 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
-
-func metav1CreateOptions() metav1.CreateOptions { return metav1.CreateOptions{} }
 
 func kubectl(ctx context.Context, ns *Netns, bin, kubeconfig string, stdin []byte, args ...string) ([]byte, error) {
 	full := append([]string{"netns", "exec", ns.Name, bin, "--kubeconfig", kubeconfig}, args...)
