@@ -143,8 +143,8 @@ func Sweep() []string {
 			if !ok || err != nil {
 				continue
 			}
-			if pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
-				continue // a live run owns it
+			if pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+				continue // a live run (maybe this one) owns it
 			}
 			seen[name] = true
 			_ = (&Netns{Name: name}).Delete()
