@@ -45,7 +45,13 @@ func (d *demo) indent(text string) {
 func (d *demo) close() {
 	if d.topo != nil {
 		d.topo.Close()
-		d.say("\nCleaned up: processes stopped, namespaces %s and %s removed.", d.topo.Cloud.Name, d.topo.Home.Name)
+		var names []string
+		for _, ns := range []*harness.Netns{d.topo.Cloud, d.topo.Home} {
+			if ns != nil {
+				names = append(names, ns.Name)
+			}
+		}
+		d.say("\nCleaned up: processes stopped, namespaces removed (%s).", strings.Join(names, ", "))
 	}
 	if d.work != "" && !d.opts.keep {
 		_ = os.RemoveAll(d.work)

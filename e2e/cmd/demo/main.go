@@ -56,11 +56,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.version, "linkerd-version", "", "Linkerd fixture to link with (default: the newest; see internal/fixtures/testdata/linkerd)")
 	fs.BoolVar(&o.keep, "keep-workdir", false, "keep the work directory (logs, certificates) after exit")
 	fs.BoolVar(&o.ws, "plain-ws", false, "use ws:// between client and server instead of wss://")
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return 0
 		}
+		fmt.Fprintln(stderr, "Run 'demo --help' for usage.")
 		return 2
 	}
 	if fs.NArg() > 0 {
