@@ -103,6 +103,35 @@ func testTopology(t *testing.T, e *env) {
 		}
 	})
 
+	t.Run("stand-in gateway refuses what Linkerd's gateway refuses", func(t *testing.T) {
+		e.needTunnel(t)
+		base := harness.HelperRequest{Op: "mtls", ServerName: harness.GatewayIdentity,
+			Addr:   net.JoinHostPort(topo.Binding.HeadlessFQDN(), strconv.Itoa(topo.Binding.GatewayPort)),
+			CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
+			Bytes: 1024, Streams: 1, Timeout: 10 * time.Second}
+		ok, err := topo.Helper(ctx, topo.Cloud, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok.Err != "" {
+			t.Fatalf("well-behaved mTLS client through the tunnel: %s", ok.Err)
+		}
+		noCert, noALPN := base, base
+		noCert.NoClientCert = true
+		noALPN.ALPN = []string{"h2"}
+		for name, req := range map[string]harness.HelperRequest{"no client certificate": noCert, "ALPN h2": noALPN} {
+			res, err := topo.Helper(ctx, topo.Cloud, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Err == "" {
+				t.Errorf("%s: the stand-in gateway accepted it and echoed", name)
+			} else {
+				t.Logf("%s: refused (%s)", name, res.Err)
+			}
+		}
+	})
+
 	t.Run("kubectl from cloud reaches home through the tunnel", func(t *testing.T) {
 		e.needTunnel(t)
 		kc := clientcmdapi.NewConfig()

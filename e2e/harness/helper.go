@@ -54,8 +54,12 @@ type HelperRequest struct {
 	CAFile     string `json:"caFile,omitempty"`
 	CertFile   string `json:"certFile,omitempty"`
 	KeyFile    string `json:"keyFile,omitempty"`
-	Bytes      int64  `json:"bytes,omitempty"`
-	Streams    int    `json:"streams,omitempty"`
+	// NoClientCert and ALPN (when set) make the mtls client misbehave, to
+	// show the stand-in gateway refuses what Linkerd's gateway refuses.
+	NoClientCert bool     `json:"noClientCert,omitempty"`
+	ALPN         []string `json:"alpn,omitempty"`
+	Bytes        int64    `json:"bytes,omitempty"`
+	Streams      int      `json:"streams,omitempty"`
 	// gateway
 	ProbeAddr string `json:"probeAddr,omitempty"`
 	// check: kube + probe + mtls until all pass or Timeout
@@ -239,17 +243,23 @@ func clientTLS(req HelperRequest) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(ca) {
 		return nil, fmt.Errorf("no certificate in %s", req.CAFile)
 	}
-	cert, err := tls.LoadX509KeyPair(req.CertFile, req.KeyFile)
-	if err != nil {
-		return nil, err
+	cfg := &tls.Config{
+		ServerName: req.ServerName,
+		RootCAs:    pool,
+		NextProtos: []string{LinkerdALPN},
+		MinVersion: tls.VersionTLS12,
 	}
-	return &tls.Config{
-		ServerName:   req.ServerName,
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{LinkerdALPN},
-		MinVersion:   tls.VersionTLS12,
-	}, nil
+	if req.ALPN != nil {
+		cfg.NextProtos = req.ALPN
+	}
+	if !req.NoClientCert {
+		cert, err := tls.LoadX509KeyPair(req.CertFile, req.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 func helperMTLS(ctx context.Context, req HelperRequest) HelperResult {
@@ -288,8 +298,12 @@ func helperMTLS(ctx context.Context, req HelperRequest) HelperResult {
 	}
 	wg.Wait()
 	for _, t := range res.Transfers {
+		if t.Err != "" {
+			res.Err = fmt.Sprintf("transfer of %d bytes: %s (after %d bytes back)", t.Bytes, t.Err, t.Received)
+			break
+		}
 		if !t.Intact() {
-			res.Err = fmt.Sprintf("transfer of %d bytes: received %d, err %q, sha256 equal %v", t.Bytes, t.Received, t.Err, t.SentSHA == t.GotSHA)
+			res.Err = fmt.Sprintf("transfer of %d bytes: %d came back, sha256 sent %s, received %s", t.Bytes, t.Received, t.SentSHA, t.GotSHA)
 			break
 		}
 	}
