@@ -52,6 +52,9 @@ type serverSession struct {
 	clientID string
 	remote   string
 	sess     *xsmux.Session
+	// draining is set when the client answered a stream with "draining"
+	// (it got SIGTERM): new connections then go to other sessions.
+	draining atomic.Bool
 }
 
 // NewServer checks cfg and prepares a server; Start binds it.
@@ -162,7 +165,12 @@ func (s *Server) Ready() bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions) > 0
+	for _, ss := range s.sessions {
+		if !ss.draining.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) updateReady() {
@@ -314,16 +322,25 @@ func (s *Server) removeSession(ss *serverSession) {
 	s.updateReady()
 }
 
-// pick returns the newest live session.
+// pick returns the newest live session whose client is not draining, or,
+// failing that, the newest live session.
 func (s *Server) pick() *serverSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var fallback *serverSession
 	for i := len(s.sessions) - 1; i >= 0; i-- {
-		if !s.sessions[i].sess.IsClosed() {
-			return s.sessions[i]
+		ss := s.sessions[i]
+		if ss.sess.IsClosed() {
+			continue
+		}
+		if !ss.draining.Load() {
+			return ss
+		}
+		if fallback == nil {
+			fallback = ss
 		}
 	}
-	return nil
+	return fallback
 }
 
 func (s *Server) acceptLoop(name string, ln net.Listener, lm *listenerMetrics) {
@@ -383,6 +400,10 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 			s.m.refused.WithLabelValues(rep.String()).Inc()
 			if rep == smux.ReplyDialFailed {
 				lm.dialErrs.Inc()
+			}
+			if rep == smux.ReplyDraining && !ss.draining.Swap(true) {
+				s.log.Info("client is draining; new connections go to other sessions", "session", ss.id)
+				s.updateReady()
 			}
 			s.log.Warn("client refused stream", "listener", name, "session", ss.id, "reason", rep.String())
 			return errRefused

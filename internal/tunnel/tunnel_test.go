@@ -691,6 +691,11 @@ func TestClientDrain(t *testing.T) {
 	go func() { stop(); close(stopped) }()
 	waitFor(t, "client not ready", 5*time.Second, func() bool { return !c.Ready() })
 	expectClosed(t, s.ListenerAddr("gw"))
+	// The server learnt from the refusal that its only client is draining.
+	waitFor(t, "server not ready", 5*time.Second, func() bool { return !s.Ready() })
+	if v := metric(t, s.m, "l5d_tunnel_refused_streams_total", "reason", "draining"); v != 1 {
+		t.Fatalf("draining refusals = %v, want 1", v)
+	}
 	if _, err := conn.Write([]byte("b")); err != nil {
 		t.Fatal(err)
 	}
@@ -786,3 +791,43 @@ func TestConfigValidate(t *testing.T) {
 
 var _ = hex.EncodeToString
 var _ = context.Background
+
+// TestDrainingClientAvoided: once the newest client answers "draining", new
+// connections go to an older client that is not draining.
+func TestDrainingClientAvoided(t *testing.T) {
+	whoA := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("A")) })
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	whoB := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("B")); <-hold })
+	s := startServer(t, serverConfig("who"))
+	a, _ := startClient(t, clientConfig(s, map[string]string{"who": whoA}))
+	waitFor(t, "A ready", 5*time.Second, a.Ready)
+	bcfg := clientConfig(s, map[string]string{"who": whoB})
+	bcfg.DrainGrace = 10 * time.Second
+	b, stopB := startClient(t, bcfg)
+	waitFor(t, "B ready", 5*time.Second, b.Ready)
+	waitFor(t, "two sessions", 5*time.Second, func() bool { return metric(t, s.m, "l5d_tunnel_sessions") == 2 })
+	open := dial(t, s.ListenerAddr("who")) // keeps B draining (its upstream holds)
+	_ = open.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b1 := make([]byte, 1); func() bool { _, err := io.ReadFull(open, b1); return err != nil || b1[0] != 'B' }() {
+		t.Fatal("newest session is not B")
+	}
+	go stopB()
+	waitFor(t, "B draining", 5*time.Second, func() bool { return !b.Ready() })
+	// At most one connection is refused before the server learns.
+	waitFor(t, "connections go to A", 5*time.Second, func() bool {
+		got, _ := roundTrip(t, s.ListenerAddr("who"), "")
+		return got == "A"
+	})
+	for i := 0; i < 3; i++ {
+		if got, _ := roundTrip(t, s.ListenerAddr("who"), ""); got != "A" {
+			t.Fatalf("answer %q while B drains, want A", got)
+		}
+	}
+	if !s.Ready() {
+		t.Fatal("server not ready although A is up")
+	}
+	release() // B's last stream ends, so B finishes draining now
+	open.Close()
+}
