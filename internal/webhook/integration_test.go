@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +41,8 @@ const probeNS = "probe-check"
 // in-process against it.
 type webhookEnv struct {
 	*testenv.Env
-	logPath string
+	logPath     string
+	metricsAddr string
 }
 
 // startWebhookEnv starts a control plane, registers
@@ -79,7 +82,8 @@ func (we *webhookEnv) runWebhook(t *testing.T, edit func(*Options)) {
 	o.TrustedNamespaces = []string{trustedNS}
 	o.Kubeconfig = we.Kubeconfig
 	o.HealthAddr = freeAddr(t)
-	o.MetricsAddr = "0"
+	o.MetricsAddr = freeAddr(t)
+	we.metricsAddr = o.MetricsAddr
 	o.LeaderElectionNamespace = trustedNS
 	o.ResyncPeriod = time.Minute
 	if edit != nil {
@@ -498,6 +502,39 @@ func TestIntegration(t *testing.T) {
 		t.Run("bad-input", func(t *testing.T) { t.Parallel(); testBadInput(t, we) })
 		t.Run("binding-missing-port", func(t *testing.T) { t.Parallel(); testBindingMissingPort(t, we) })
 	})
+
+	// The metrics saw all of it.
+	resp, err := http.Get("http://" + we.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, m := range []string{
+		`l5d_tunnel_webhook_admissions_total{kind="link",result="mutated"}`,
+		`l5d_tunnel_webhook_admissions_total{kind="probe",result="mutated"}`,
+		`l5d_tunnel_webhook_admissions_total{kind="credentials",result="mutated"}`,
+		`l5d_tunnel_webhook_admissions_total{kind="credentials",result="warning"}`,
+		`l5d_tunnel_webhook_reconcile_updates_total{action="rewrite",kind="link"}`,
+		`l5d_tunnel_webhook_reconcile_updates_total{action="restore",kind="credentials"}`,
+		`l5d_tunnel_webhook_reconcile_errors_total{kind="binding",reason="invalid"}`,
+		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-v1-secret"}`,
+	} {
+		if !metricPositive(string(body), m) {
+			t.Errorf("metric %s missing or zero", m)
+		}
+	}
+}
+
+// metricPositive reports whether the exposition has series with a value > 0.
+func metricPositive(exposition, series string) bool {
+	for _, l := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && f > 0
+		}
+	}
+	return false
 }
 
 // testFixture: CREATE through kubectl apply, mirrors left alone, re-apply,
