@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -486,24 +487,35 @@ func TestIntegration(t *testing.T) {
 	}
 	we := startWebhookEnv(t, "")
 
+	var ran, total atomic.Int32
+	run := func(t *testing.T, name string, f func(t *testing.T)) {
+		total.Add(1)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t)
+			ran.Add(1)
+		})
+	}
 	t.Run("group", func(t *testing.T) {
 		for _, v := range fixtures.Versions() {
 			for _, file := range linkFiles(v) {
-				t.Run(v+"/"+file, func(t *testing.T) {
-					t.Parallel()
-					testFixture(t, we, v, file)
-				})
+				run(t, v+"/"+file, func(t *testing.T) { testFixture(t, we, v, file) })
 			}
 		}
-		t.Run("binding-arrives-then-leaves", func(t *testing.T) { t.Parallel(); testLateBinding(t, we) })
-		t.Run("untrusted-binding", func(t *testing.T) { t.Parallel(); testUntrusted(t, we) })
-		t.Run("namespace-not-opted-in", func(t *testing.T) { t.Parallel(); testNotOptedIn(t, we) })
-		t.Run("dry-run", func(t *testing.T) { t.Parallel(); testDryRun(t, we) })
-		t.Run("bad-input", func(t *testing.T) { t.Parallel(); testBadInput(t, we) })
-		t.Run("binding-missing-port", func(t *testing.T) { t.Parallel(); testBindingMissingPort(t, we) })
+		run(t, "server-side-apply", func(t *testing.T) { testServerSideApply(t, we) })
+		run(t, "binding-arrives-then-leaves", func(t *testing.T) { testLateBinding(t, we) })
+		run(t, "untrusted-binding", func(t *testing.T) { testUntrusted(t, we) })
+		run(t, "namespace-not-opted-in", func(t *testing.T) { testNotOptedIn(t, we) })
+		run(t, "dry-run", func(t *testing.T) { testDryRun(t, we) })
+		run(t, "bad-input", func(t *testing.T) { testBadInput(t, we) })
+		run(t, "binding-missing-port", func(t *testing.T) { testBindingMissingPort(t, we) })
 	})
 
 	// The metrics saw all of it.
+	if ran.Load() != total.Load() {
+		t.Logf("metrics not checked: %d of %d cases ran", ran.Load(), total.Load())
+		return
+	}
 	resp, err := http.Get("http://" + we.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -596,7 +608,7 @@ func testFixture(t *testing.T, we *webhookEnv, version, file string) {
 	// "port") adds Linkerd's port next to the rewritten one: the API server
 	// then rejects the duplicate port name unless pkg/mutate folds the two.
 	if _, stderr, err := we.KubectlStderr(toYAML(t, objs), "apply", "-f", "-"); err != nil {
-		if strings.Contains(err.Error(), `Duplicate value: "mc-probe"`) && strings.Count(err.Error(), "is invalid") == 1 {
+		if knownProbeGap(err) {
 			t.Logf("KNOWN GAP (pkg/mutate): re-applying the link output fails for the probe Service: %v", err)
 		} else {
 			t.Fatal(err)
@@ -950,5 +962,43 @@ func TestOldLinkCRD(t *testing.T) {
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
 			return rewrittenErr(kind, we.get(t, o), lb)
 		})
+	}
+}
+
+// knownProbeGap tells the one failure pkg/mutate does not handle yet: a
+// re-apply merges Linkerd's probe port next to the rewritten one (merge key
+// "port"), the webhook warns and leaves the Service alone, and the API
+// server rejects the duplicate port name. Nothing else may fail.
+func knownProbeGap(err error) bool {
+	return strings.Contains(err.Error(), `Duplicate value: "mc-probe"`) && strings.Count(err.Error(), "is invalid") == 1
+}
+
+// testServerSideApply: `kubectl apply --server-side` of the link output,
+// twice (the second apply sends Linkerd's values again, the webhook
+// rewrites them again, and the probe Service keeps one port).
+func testServerSideApply(t *testing.T, we *webhookEnv) {
+	fc := newCase("ssa")
+	we.namespaces(t, true, fc.mcNS, fc.l5dNS)
+	we.kubectl(t, bindingYAML(fc.cluster, trustedNS, ""), "apply", "-f", "-")
+	waitBinding(t, we, fc.cluster)
+	b := testBinding(fc.cluster)
+	b.Namespace = trustedNS
+	objs := fc.transform(t, fixtures.Newest(), "link-legacy.yaml")
+	for i := range 2 {
+		_, stderr, err := we.KubectlStderr(toYAML(t, objs), "apply", "--server-side", "-f", "-")
+		switch {
+		case err != nil && i == 1 && knownProbeGap(err):
+			t.Logf("KNOWN GAP (pkg/mutate): server-side re-apply of the link output fails for the probe Service: %v", err)
+		case err != nil:
+			t.Fatalf("apply %d: %v", i+1, err)
+		case len(warnings(stderr)) > 0:
+			t.Errorf("apply %d: warnings %q", i+1, warnings(stderr))
+		}
+		for _, o := range linkObjectsOf(objs) {
+			kind, _ := mutate.Classify(o)
+			if err := rewrittenErr(kind, we.get(t, o), b); err != nil {
+				t.Errorf("apply %d: %s %s/%s: %v", i+1, kind, o.GetNamespace(), o.GetName(), err)
+			}
+		}
 	}
 }
