@@ -148,9 +148,15 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 			if err := topo.StopClient(old); err != nil {
 				t.Fatal(err)
 			}
+			started := time.Now()
 			if _, err := topo.StartTunnelClient(ctx); err != nil {
 				t.Fatal(err)
 			}
+			// the fault is over once the new client has its session
+			if err := topo.WaitClientReady(ctx, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			metric(t, "client_connect_seconds", map[string]string{"version": lt.version, "file": lt.file}, time.Since(started).Seconds())
 			return time.Now(), func() { old.Kill() }
 		}},
 		{"veth link down 10s", func(t *testing.T) (time.Time, func()) {

@@ -293,6 +293,16 @@ func ClientAdminURL(n int) string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ClientAdmin+n))
 }
 
+// WaitClientReady waits until the newest client's /readyz says its session
+// is up.
+func (t *Topology) WaitClientReady(ctx context.Context, timeout time.Duration) error {
+	t.mu.Lock()
+	n := len(t.TunnelClients) - 1
+	p := t.TunnelClients[n]
+	t.mu.Unlock()
+	return t.waitHTTP(ctx, t.Home, p, ClientAdminURL(n)+"/readyz", timeout)
+}
+
 // WaitTunnelReady waits until the server's /readyz says a session is up.
 func (t *Topology) WaitTunnelReady(ctx context.Context, timeout time.Duration) error {
 	t.mu.Lock()
