@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -22,8 +21,6 @@ type Proc struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error
-	mu      sync.Mutex
-	stopped bool
 }
 
 // StartProc starts bin with args in ns (ns nil: the host namespace). The
@@ -110,9 +107,6 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 // Stop ends the process: SIGTERM (after SIGCONT, in case it is stopped), then
 // SIGKILL after grace. It is safe to call more than once.
 func (p *Proc) Stop(grace time.Duration) {
-	p.mu.Lock()
-	p.stopped = true
-	p.mu.Unlock()
 	if p.Exited() {
 		return
 	}
@@ -130,9 +124,6 @@ func (p *Proc) Stop(grace time.Duration) {
 
 // Kill ends the process with SIGKILL and waits for it.
 func (p *Proc) Kill() {
-	p.mu.Lock()
-	p.stopped = true
-	p.mu.Unlock()
 	if p.Exited() {
 		return
 	}

@@ -120,7 +120,6 @@ type Topology struct {
 	ingressKey                 string
 	mu                         sync.Mutex
 	clientSeq                  int
-	closers                    []func()
 }
 
 // Binding is what the e2e needs to know of the tunnel binding Services.
@@ -251,10 +250,6 @@ func (t *Topology) Close() {
 			cp.Stop()
 		}
 	}
-	for i := len(t.closers) - 1; i >= 0; i-- {
-		t.closers[i]()
-	}
-	t.closers = nil
 	for _, ns := range []*Netns{t.Cloud, t.Home} {
 		if ns != nil {
 			if err := ns.Delete(); err != nil {
