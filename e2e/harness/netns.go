@@ -26,8 +26,12 @@ type Netns struct {
 	Name string
 }
 
-// ErrNotRoot is returned when the harness cannot create network namespaces.
-var ErrNotRoot = errors.New("network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+var (
+	// ErrNotRoot is returned when the harness cannot create network namespaces.
+	ErrNotRoot = errors.New("network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+	// ErrBadConfig is returned by Config.Validate.
+	ErrBadConfig = errors.New("invalid e2e topology configuration")
+)
 
 // CheckPrivileges reports why network namespaces cannot be used here, or nil.
 func CheckPrivileges() error {

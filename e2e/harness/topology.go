@@ -94,6 +94,27 @@ type Config struct {
 	Logf                   func(format string, args ...any)
 }
 
+// Validate reports a configuration Up cannot work with.
+func (c Config) Validate() error {
+	var problems []string
+	if c.WorkDir == "" {
+		problems = append(problems, "WorkDir is empty")
+	}
+	if c.BinDir == "" {
+		problems = append(problems, "BinDir (control-plane binaries) is empty")
+	}
+	if len(c.Binding) == 0 {
+		problems = append(problems, "Binding (the binding Services YAML) is empty")
+	}
+	if c.WebhookBin != "" && len(c.WebhookConfig) == 0 {
+		problems = append(problems, "WebhookBin is set but WebhookConfig is empty")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrBadConfig, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // Topology is the running two-cluster setup.
 type Topology struct {
 	Cfg         Config
@@ -148,6 +169,9 @@ func (t *Topology) logf(format string, args ...any) {
 // Up builds the whole topology. On error the caller must still call Close.
 func Up(ctx context.Context, cfg Config) (*Topology, error) {
 	t := &Topology{Cfg: cfg}
+	if err := cfg.Validate(); err != nil {
+		return t, err
+	}
 	if err := CheckPrivileges(); err != nil {
 		return t, err
 	}
