@@ -70,7 +70,8 @@ func (l *CacheLookup) BindingServices(ctx context.Context, cluster string) ([]co
 	var out []corev1.Service
 	for _, ns := range l.Trusted {
 		var list corev1.ServiceList
-		opts := []client.ListOption{client.InNamespace(ns)}
+		// Read-only use (FindBinding never writes): no deep copies.
+		opts := []client.ListOption{client.InNamespace(ns), client.UnsafeDisableDeepCopy}
 		if cluster != "" {
 			opts = append(opts, client.MatchingLabels{mutate.LabelLink: cluster})
 		} else {
