@@ -120,7 +120,10 @@ func newAddrs(t *testing.T, upstream string) addrs {
 }
 
 func fast() []string {
-	return []string{"--keepalive-interval", "100ms", "--keepalive-timeout", "1s", "--log-format", "text"}
+	// Dead peers are not what these tests wait for (killed processes close
+	// their sockets; takeover is immediate), so a generous timeout keeps a
+	// starved CI machine from dropping healthy sessions.
+	return []string{"--keepalive-interval", "500ms", "--keepalive-timeout", "10s", "--log-format", "text"}
 }
 
 func startServerProc(t *testing.T, a addrs, extra ...string) *proc {

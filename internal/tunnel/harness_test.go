@@ -26,6 +26,16 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// steadySession is used by tests that are not about dead peers: a short
+// interval, but a timeout long enough that a starved CI machine never drops
+// a healthy session mid-test.
+func steadySession() smux.Config {
+	c := smux.DefaultConfig()
+	c.KeepAliveInterval = 500 * time.Millisecond
+	c.KeepAliveTimeout = 10 * time.Second
+	return c
+}
+
 // fastSession keeps keepalives short so dead-peer tests finish quickly.
 func fastSession() smux.Config {
 	c := smux.DefaultConfig()
@@ -39,7 +49,7 @@ func serverConfig(ports ...string) ServerConfig {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.Token = testToken
-	cfg.Session = fastSession()
+	cfg.Session = steadySession()
 	cfg.DrainGrace = 2 * time.Second
 	for _, p := range ports {
 		cfg.Ports = append(cfg.Ports, Endpoint{Name: p, Addr: "127.0.0.1:0"})
@@ -65,7 +75,7 @@ func clientConfig(s *Server, upstreams map[string]string) ClientConfig {
 	cfg.ServerURL = "ws://" + s.Addr() + TunnelPath
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.Token = testToken
-	cfg.Session = fastSession()
+	cfg.Session = steadySession()
 	cfg.BackoffMin = 20 * time.Millisecond
 	cfg.BackoffMax = 200 * time.Millisecond
 	cfg.DrainGrace = 2 * time.Second

@@ -381,7 +381,7 @@ func TestClientNeverDialsArbitraryHosts(t *testing.T) {
 	up := upstream(t, func(c net.Conn) { hits <- struct{}{}; echo(c) })
 	results := make(chan string, 100)
 	url := fakeServer(t, func(ws *websocket.Conn) {
-		sess, err := smux.Server(smux.NewConn(ws, fastSession().KeepAliveTimeout), fastSession())
+		sess, err := smux.Server(smux.NewConn(ws, steadySession().KeepAliveTimeout), steadySession())
 		if err != nil {
 			return
 		}
@@ -417,7 +417,7 @@ func TestClientNeverDialsArbitraryHosts(t *testing.T) {
 	cfg.ServerURL = url
 	cfg.Token = "whatever"
 	cfg.AdminAddr = ""
-	cfg.Session = fastSession()
+	cfg.Session = steadySession()
 	cfg.HeaderTimeout = time.Second
 	cfg.Upstreams = []Endpoint{{Name: "gw", Addr: up}}
 	c, _ := startClient(t, cfg)
@@ -487,7 +487,9 @@ func TestServerRestart(t *testing.T) {
 	if got := readyz(t, c.AdminAddr()); got != 503 {
 		t.Fatalf("client /readyz = %d while server is down, want 503", got)
 	}
-	time.Sleep(300 * time.Millisecond) // a few failed attempts
+	waitFor(t, "a failed reconnect attempt", 10*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_connect_errors_total", "reason", "dial") >= 1
+	})
 	s2 := startServer(t, cfg)
 	waitFor(t, "client back", 10*time.Second, func() bool { return c.Ready() && s2.Ready() })
 	if got, err := roundTrip(t, s2.ListenerAddr("gw"), "after restart"); err != nil || got != "after restart" {
@@ -495,9 +497,6 @@ func TestServerRestart(t *testing.T) {
 	}
 	if v := metric(t, c.m, "l5d_tunnel_reconnects_total"); v < 1 {
 		t.Fatalf("reconnects_total = %v", v)
-	}
-	if v := metric(t, c.m, "l5d_tunnel_connect_errors_total", "reason", "dial"); v < 1 {
-		t.Fatalf("connect_errors_total{dial} = %v", v)
 	}
 }
 
@@ -565,6 +564,7 @@ func TestSameClientReconnectReplacesOldSession(t *testing.T) {
 // the keepalive timeout and reports not ready.
 func TestSilentClientDetected(t *testing.T) {
 	cfg := serverConfig("gw")
+	cfg.Session = fastSession()
 	s := startServer(t, cfg)
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+testToken)
@@ -638,9 +638,13 @@ func TestShutdownDrains(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.Shutdown(cfg.DrainGrace) }()
 	waitFor(t, "not ready", 5*time.Second, func() bool { return !s.Ready() })
-	if _, err := net.DialTimeout("tcp", s.ListenerAddr("slow"), time.Second); err == nil {
-		t.Fatal("listener still accepting during drain")
-	}
+	waitFor(t, "listener closed", 5*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", s.ListenerAddr("slow"), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 	n, err := io.Copy(io.Discard, conn)
 	if err != nil || n != size-1 {
 		t.Fatalf("drained stream got %d bytes, err %v; want %d", n, err, size-1)

@@ -11,8 +11,17 @@ import (
 	xsmux "github.com/xtaci/smux"
 )
 
-// testConfig keeps keepalives short so dead-peer tests are fast.
+// testConfig is for tests that are not about dead peers: its timeout is long
+// enough that a starved CI machine never drops a healthy session.
 func testConfig() Config {
+	c := DefaultConfig()
+	c.KeepAliveInterval = 500 * time.Millisecond
+	c.KeepAliveTimeout = 10 * time.Second
+	return c
+}
+
+// fastConfig keeps keepalives short so dead-peer tests are fast.
+func fastConfig() Config {
 	c := DefaultConfig()
 	c.KeepAliveInterval = 100 * time.Millisecond
 	c.KeepAliveTimeout = 600 * time.Millisecond

@@ -24,6 +24,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		"default":              {DefaultConfig(), true},
 		"test":                 {testConfig(), true},
+		"fast":                 {fastConfig(), true},
 		"zero interval":        {mod(func(c *Config) { c.KeepAliveInterval = 0 }), false},
 		"timeout too short":    {mod(func(c *Config) { c.KeepAliveTimeout = c.KeepAliveInterval }), false},
 		"frame too big":        {mod(func(c *Config) { c.MaxFrameSize = 65536 }), false},
@@ -250,7 +251,7 @@ func TestHalfClose(t *testing.T) {
 // session must close within the keepalive timeout (plus slack for a loaded
 // machine), not hang.
 func TestSilentPeerDetected(t *testing.T) {
-	cfg := testConfig()
+	cfg := fastConfig()
 	sws, cws := wsPair(t)
 	_ = cws // the client side never reads or writes: a vanished peer
 	ss, err := Server(NewConn(sws, cfg.KeepAliveTimeout), cfg)
@@ -318,7 +319,7 @@ func TestConnMessages(t *testing.T) {
 // are not websocket frames, and websocket messages that are not smux frames.
 // Each must end the session with an error, never a panic or a hang.
 func TestGarbageNeverPanics(t *testing.T) {
-	cfg := testConfig()
+	cfg := fastConfig()
 	garbage := map[string]func(ws *websocket.Conn) error{
 		"raw random bytes": func(ws *websocket.Conn) error {
 			b := make([]byte, 4096)
