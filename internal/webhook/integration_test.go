@@ -606,13 +606,9 @@ func testFixture(t *testing.T, we *webhookEnv, version, file string) {
 	// Linkerd's originals (a full PUT that drops every annotation).
 	// kubectl's three-way merge of the probe Service's ports (merge key
 	// "port") adds Linkerd's port next to the rewritten one: the API server
-	// then rejects the duplicate port name unless pkg/mutate folds the two.
+	// would reject the duplicate port name if pkg/mutate did not fold the two.
 	if _, stderr, err := we.KubectlStderr(toYAML(t, objs), "apply", "-f", "-"); err != nil {
-		if knownProbeGap(err) {
-			t.Logf("KNOWN GAP (pkg/mutate): re-applying the link output fails for the probe Service: %v", err)
-		} else {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	} else if w := warnings(stderr); len(w) > 0 {
 		t.Errorf("warnings on re-apply: %q", w)
 	}
@@ -965,14 +961,6 @@ func TestOldLinkCRD(t *testing.T) {
 	}
 }
 
-// knownProbeGap tells the one failure pkg/mutate does not handle yet: a
-// re-apply merges Linkerd's probe port next to the rewritten one (merge key
-// "port"), the webhook warns and leaves the Service alone, and the API
-// server rejects the duplicate port name. Nothing else may fail.
-func knownProbeGap(err error) bool {
-	return strings.Contains(err.Error(), `Duplicate value: "mc-probe"`) && strings.Count(err.Error(), "is invalid") == 1
-}
-
 // testServerSideApply: `kubectl apply --server-side` of the link output,
 // twice (the second apply sends Linkerd's values again, the webhook
 // rewrites them again, and the probe Service keeps one port).
@@ -987,8 +975,6 @@ func testServerSideApply(t *testing.T, we *webhookEnv) {
 	for i := range 2 {
 		_, stderr, err := we.KubectlStderr(toYAML(t, objs), "apply", "--server-side", "-f", "-")
 		switch {
-		case err != nil && i == 1 && knownProbeGap(err):
-			t.Logf("KNOWN GAP (pkg/mutate): server-side re-apply of the link output fails for the probe Service: %v", err)
 		case err != nil:
 			t.Fatalf("apply %d: %v", i+1, err)
 		case len(warnings(stderr)) > 0:

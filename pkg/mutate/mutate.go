@@ -134,7 +134,11 @@ func Mutate(obj *unstructured.Unstructured, b *Binding, opts Options) (out *unst
 	// Fields are written only when their text differs, and the annotations
 	// only when they differ: the output differs from obj exactly then (the
 	// tests check this against a deep comparison).
-	return out, len(diff) > 0 || annChanged, warnings, nil
+	shaped := false
+	if sc, ok := r.(interface{ changedShape() bool }); ok {
+		shaped = sc.changedShape()
+	}
+	return out, len(diff) > 0 || annChanged || shaped, warnings, nil
 }
 
 // describe names an object in warnings: "Link linkerd-multicluster/home".

@@ -17,8 +17,53 @@ import (
 // so it is cleared too. Fields only LoadBalancer and NodePort Services carry
 // never appear: probe Services of other types are left alone with a warning.
 type probeRewriter struct {
-	port map[string]interface{} // the probe port entry of spec.ports
+	port   map[string]interface{} // the probe port entry of spec.ports
+	folded bool                   // read dropped a stale rewritten port
 }
+
+// foldReapplied handles the probe Service as a re-apply of the link output
+// leaves it. kubectl apply (client- or server-side) merges spec.ports by port
+// number, so re-asserting Linkerd's port (4191) next to the rewritten one
+// gives two ports named mc-probe, which the API server rejects. When exactly
+// one of them holds the port this package wrote (AnnotationRewrittenValues),
+// it is the stale one: it is dropped from spec.ports and the other, the
+// value the user just applied, is read as the current one. Anything else is
+// an error (left unchanged with a warning).
+func (p *probeRewriter) foldReapplied(u *unstructured.Unstructured, spec map[string]interface{}, ports []interface{}, named []int) ([]interface{}, []int, error) {
+	dup := fmt.Errorf("spec.ports has %d ports named %q", len(named), LinkerdProbePortName)
+	ann, err := annotationsOf(u)
+	if err != nil || len(named) != 2 {
+		return nil, nil, dup
+	}
+	st, _ := readState(ann)
+	written := st.written.get(FieldProbePort)
+	if !st.marker || !written.ok {
+		return nil, nil, dup
+	}
+	stale, keep := -1, -1
+	for _, i := range named {
+		if t, ok := numberText(ports[i].(map[string]interface{})["port"]); ok && t == written.text {
+			stale = i
+		} else {
+			keep = i
+		}
+	}
+	if stale < 0 || keep < 0 {
+		return nil, nil, dup
+	}
+	out := make([]interface{}, 0, len(ports)-1)
+	out = append(out, ports[:stale]...)
+	out = append(out, ports[stale+1:]...)
+	spec["ports"] = out
+	p.folded = true
+	if keep > stale {
+		keep--
+	}
+	return out, []int{keep}, nil
+}
+
+// changedShape reports whether read changed the object beyond the fields.
+func (p *probeRewriter) changedShape() bool { return p.folded }
 
 var probeFields = []field{
 	{FieldServiceType, true},
@@ -73,18 +118,25 @@ func (p *probeRewriter) read(u *unstructured.Unstructured) (values, error) {
 	if !ok || len(ports) == 0 {
 		return nil, fmt.Errorf("spec.ports is a %s, want a non-empty array", jsonType(spec["ports"]))
 	}
-	idx := -1
+	var named []int
 	for i, x := range ports {
 		pm, ok := x.(map[string]interface{})
 		if !ok {
 			return nil, fmt.Errorf("spec.ports[%d] is a %s, want an object", i, jsonType(x))
 		}
 		if name, _ := pm["name"].(string); name == LinkerdProbePortName {
-			if idx >= 0 {
-				return nil, fmt.Errorf("spec.ports has two ports named %q", LinkerdProbePortName)
-			}
-			idx = i
+			named = append(named, i)
 		}
+	}
+	if len(named) > 1 {
+		var err error
+		if ports, named, err = p.foldReapplied(u, spec, ports, named); err != nil {
+			return nil, err
+		}
+	}
+	idx := -1
+	if len(named) == 1 {
+		idx = named[0]
 	}
 	if idx < 0 {
 		if len(ports) != 1 {

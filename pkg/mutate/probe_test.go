@@ -268,6 +268,34 @@ status:
 			want: edit(t, probeRestored, "targetPort: 4191", "targetPort: admin-http"),
 		},
 
+		// kubectl apply of the same link output merges spec.ports by port
+		// number: Linkerd's 4191 comes back next to the rewritten port.
+		"re-apply: Linkerd's port merged next to the rewritten one is folded": {
+			in: edit(t, probeRewritten, "    targetPort: 14191\n",
+				"    targetPort: 14191\n  - name: mc-probe\n    port: 4191\n    protocol: TCP\n    targetPort: 4191\n"),
+			b: b, want: probeRewritten,
+		},
+		"re-apply: merged port listed first is folded too": {
+			in: edit(t, probeRewritten, "  ports:\n",
+				"  ports:\n  - name: mc-probe\n    port: 4191\n    protocol: TCP\n    targetPort: 4191\n"),
+			b: b, want: probeRewritten,
+		},
+		"re-apply after the binding is gone: the stale port is dropped on restore": {
+			in: edit(t, probeRewritten, "    targetPort: 14191\n",
+				"    targetPort: 14191\n  - name: mc-probe\n    port: 4191\n    protocol: TCP\n    targetPort: 4191\n"),
+			want: probeRestored,
+		},
+		"two mc-probe ports, neither the one written": {
+			in: edit(t, probeRewritten, "    targetPort: 14191\n",
+				"    targetPort: 14191\n  - name: mc-probe\n    port: 4191\n    protocol: TCP\n    targetPort: 4191\n",
+				"port: 14191\n", "port: 24191\n"), b: b,
+			warning: `spec.ports has 2 ports named "mc-probe"`,
+		},
+		"two mc-probe ports on an object never rewritten": {
+			in: edit(t, probeLive, "  ports:\n", "  ports:\n  - {name: mc-probe, port: 4192, protocol: TCP}\n"), b: b,
+			warning: `spec.ports has 2 ports named "mc-probe"`,
+		},
+
 		// Bad input: unchanged, with a warning saying what is wrong.
 		"LoadBalancer probe Service": {
 			in: edit(t, probeLive, "type: ClusterIP", "type: LoadBalancer"), b: b,
