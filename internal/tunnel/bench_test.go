@@ -428,7 +428,8 @@ func BenchmarkEcho64(b *testing.B) {
 // BenchmarkNewConns: one dialer process opens connections (connect, 64-byte
 // echo, close), 2000 per iteration: connections/s, tunnel vs direct. The
 // "sequential" variant has one connection in flight at a time; "parallel8"
-// keeps eight in flight (the same dialer, eight goroutines).
+// keeps eight in flight (the same dialer, eight goroutines). It also reports
+// the CPU time server+client spend per connection.
 func BenchmarkNewConns(b *testing.B) {
 	const conns = 2000
 	up := startBenchUpstreams(b)
@@ -466,13 +467,19 @@ func BenchmarkNewConns(b *testing.B) {
 			}
 			run(bt.listeners["echo"])
 			var tDirect, tTunnel time.Duration
+			var cpu float64
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				tDirect += run(up.echo)
+				c0 := bt.cpuSeconds(b)
 				tTunnel += run(bt.listeners["echo"])
+				cpu += bt.cpuSeconds(b) - c0
 			}
 			n := float64(b.N * conns)
 			reportRatio(b, "conns/s", n/tTunnel.Seconds(), n/tDirect.Seconds())
+			// Includes closing the previous connections, which overlaps
+			// the next ones.
+			b.ReportMetric(cpu/n*1e6, "tunnel-CPU-µs/conn")
 		})
 	}
 }
