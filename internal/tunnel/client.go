@@ -156,6 +156,13 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 		HandshakeTimeout: c.cfg.HandshakeTimeout,
 		ReadBufferSize:   c.cfg.Session.ReadBufferSize,
 		WriteBufferSize:  c.cfg.Session.WriteBufferSize,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return fastConn(conn), nil
+		},
 	}
 	if tc, err := clientTLSConfig(c.cfg.CAFile); err != nil {
 		c.m.connectErrors.WithLabelValues("tls_config").Inc()
@@ -256,6 +263,7 @@ func (c *Client) handleStream(st *xsmux.Stream) {
 	}
 	lm := c.lms[h.Listener]
 	conn, err := net.DialTimeout("tcp", up.Addr, c.cfg.DialTimeout)
+	conn = fastConn(conn)
 	if err != nil {
 		lm.dialErrs.Inc()
 		c.log.Warn("stream refused", "err", fmt.Errorf("dial upstream %q (%s): %w", up.Name, up.Addr, err))

@@ -112,7 +112,7 @@ func (s *Server) Start() (err error) {
 	mux.HandleFunc(TunnelPath, s.handleTunnel)
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	ln := s.tunnelLn
+	var ln net.Listener = rawListener{s.tunnelLn}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
@@ -358,7 +358,7 @@ func (s *Server) acceptLoop(name string, ln net.Listener, lm *listenerMetrics) {
 			continue
 		}
 		delay = 0
-		go s.handleConn(name, c, lm)
+		go s.handleConn(name, fastConn(c), lm)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // readPooled reads from a socket into a pooled buffer that is taken only
@@ -17,7 +18,7 @@ func readPooled(rc syscall.RawConn, pool *bufPool) (bp *[]byte, n int, err error
 	err = rc.Read(func(fd uintptr) bool {
 		for {
 			bp = pool.get()
-			n, rerr = syscall.Read(int(fd), *bp)
+			n, rerr = rawRead(fd, *bp)
 			switch {
 			case rerr == syscall.EINTR:
 				pool.put(bp)
@@ -45,3 +46,16 @@ func readPooled(rc syscall.RawConn, pool *bufPool) (bp *[]byte, n int, err error
 }
 
 const haveReadPooled = true
+
+// rawRead is read(2) as a raw system call (see rawTCPConn): the socket is
+// non-blocking, so it never blocks.
+func rawRead(fd uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}

@@ -1,0 +1,118 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawTCPConn is a *net.TCPConn whose Read and Write issue the read(2) and
+// write(2) on the non-blocking socket as raw system calls: the goroutine
+// keeps its P for the few microseconds the call takes instead of telling
+// the scheduler it entered a possibly blocking system call. That matters
+// with --max-procs 1: a loopback write that runs longer than one sysmon
+// tick (20 µs) otherwise has its P handed to another thread (two futex
+// wake-ups and context switches), and every such hand-off keeps sysmon
+// polling every 20 µs. Waiting for readiness still goes through the
+// runtime poller, so deadlines and Close work as usual. Everything else
+// (CloseWrite, deadlines, addresses) is the embedded *net.TCPConn.
+type rawTCPConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+}
+
+// fastConn wraps c when it is a TCP connection; anything else is returned
+// unchanged.
+func fastConn(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &rawTCPConn{TCPConn: tc, rc: rc}
+}
+
+func (c *rawTCPConn) opErr(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+func (c *rawTCPConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, errno := 0, syscall.Errno(0)
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, unwrapRaw(c, "read", err)
+	case errno != 0:
+		return 0, c.opErr("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *rawTCPConn) Write(b []byte) (int, error) {
+	n, errno := 0, syscall.Errno(0)
+	err := c.rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
+			switch e {
+			case 0:
+				n += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return n, unwrapRaw(c, "write", err)
+	case errno != 0:
+		return n, c.opErr("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}
+
+// unwrapRaw turns the "raw-read"/"raw-write" error of a RawConn into the
+// error net.TCPConn.Read/Write would have returned (timeout, closed).
+func unwrapRaw(c *rawTCPConn, op string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err
+	}
+	return c.opErr(op, err)
+}
+
+// rawListener hands out rawTCPConns.
+type rawListener struct{ net.Listener }
+
+func (l rawListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return fastConn(c), nil
+}
