@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
 // --- webhook -----------------------------------------------------------------
@@ -75,11 +76,11 @@ func (t *Topology) startWebhook(ctx context.Context) error {
 		return err
 	}
 	// cert-manager's way: a CA (self-signed root) issues the serving cert
-	ca, err := NewCA("l5d-tunnel-webhook-ca")
+	ca, err := testpki.NewCA("l5d-tunnel-webhook-ca")
 	if err != nil {
 		return err
 	}
-	serving, err := ca.Issue(CertSpec{CommonName: ws.Name + "." + ws.Namespace + ".svc", Server: true,
+	serving, err := ca.Issue(testpki.CertSpec{CommonName: ws.Name + "." + ws.Namespace + ".svc", Server: true,
 		DNSNames: []string{ws.Name + "." + ws.Namespace + ".svc", ws.Name + "." + ws.Namespace + ".svc.cluster.local"}})
 	if err != nil {
 		return err
@@ -199,11 +200,11 @@ func (t *Topology) startTunnel(ctx context.Context) error {
 		return err
 	}
 	if t.Cfg.TunnelTLS {
-		ca, err := NewCA("cloud-ingress-ca")
+		ca, err := testpki.NewCA("cloud-ingress-ca")
 		if err != nil {
 			return err
 		}
-		kp, err := ca.Issue(CertSpec{CommonName: TunnelHost, DNSNames: []string{TunnelHost}, Server: true})
+		kp, err := ca.Issue(testpki.CertSpec{CommonName: TunnelHost, DNSNames: []string{TunnelHost}, Server: true})
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
 // ControlPlaneConfig describes one cluster's control plane.
@@ -41,8 +43,8 @@ type ControlPlane struct {
 	Cfg        ControlPlaneConfig
 	NS         *Netns
 	Dir        string
-	ServingCA  *CA
-	ClientCA   *CA
+	ServingCA  *testpki.CA
+	ClientCA   *testpki.CA
 	Kubeconfig string // admin kubeconfig (client certificate in group system:masters)
 	Rest       *rest.Config
 	Client     client.Client
@@ -163,10 +165,10 @@ func join(s []string) string {
 func (cp *ControlPlane) writeCerts() error {
 	var err error
 	name := cp.Cfg.Name
-	if cp.ServingCA, err = NewCA(name + "-apiserver-ca"); err != nil {
+	if cp.ServingCA, err = testpki.NewCA(name + "-apiserver-ca"); err != nil {
 		return err
 	}
-	if cp.ClientCA, err = NewCA(name + "-client-ca"); err != nil {
+	if cp.ClientCA, err = testpki.NewCA(name + "-client-ca"); err != nil {
 		return err
 	}
 	_, svcNet, err := net.ParseCIDR(cp.Cfg.ServiceCIDR)
@@ -175,7 +177,7 @@ func (cp *ControlPlane) writeCerts() error {
 	}
 	svcIP := append(net.IP(nil), svcNet.IP.To4()...)
 	svcIP[3]++
-	serving, err := cp.ServingCA.Issue(CertSpec{
+	serving, err := cp.ServingCA.Issue(testpki.CertSpec{
 		CommonName: "kube-apiserver",
 		DNSNames: append([]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"}, cp.Cfg.ExtraDNS...),
@@ -194,7 +196,7 @@ func (cp *ControlPlane) writeCerts() error {
 	if err := os.WriteFile(filepath.Join(cp.Dir, "client-ca.crt"), cp.ClientCA.CertPEM, 0o600); err != nil {
 		return err
 	}
-	priv, pub, err := NewRSAKeyPairPEM()
+	priv, pub, err := testpki.NewRSAKeyPairPEM()
 	if err != nil {
 		return err
 	}
@@ -204,7 +206,7 @@ func (cp *ControlPlane) writeCerts() error {
 	if err := os.WriteFile(filepath.Join(cp.Dir, "sa.pub"), pub, 0o600); err != nil {
 		return err
 	}
-	admin, err := cp.ClientCA.Issue(CertSpec{CommonName: name + "-admin", Orgs: []string{"system:masters"}, Client: true})
+	admin, err := cp.ClientCA.Issue(testpki.CertSpec{CommonName: name + "-admin", Orgs: []string{"system:masters"}, Client: true})
 	if err != nil {
 		return err
 	}

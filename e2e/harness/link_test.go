@@ -8,12 +8,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
 // LinkOutput must change exactly the server, CA and token of each
 // kubeconfig, and not one other byte of the fixture.
 func TestLinkOutputChangesOnlyTheHomeValues(t *testing.T) {
-	ca, err := NewCA("test-home-ca")
+	ca, err := testpki.NewCA("test-home-ca")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
 // Addresses of the topology. Every run has its own namespaces, so every run
@@ -124,7 +125,7 @@ type Topology struct {
 	CloudCP     *ControlPlane
 	HomeCP      *ControlPlane
 
-	IdentityCA *CA
+	IdentityCA *testpki.CA
 	// files for the cloud-side mTLS client
 	IdentityCAFile, ClientCertFile, ClientKeyFile string
 
@@ -403,14 +404,14 @@ func (t *Topology) startGateway(ctx context.Context) error {
 		return err
 	}
 	var err error
-	if t.IdentityCA, err = NewCA("identity.linkerd.cluster.local"); err != nil {
+	if t.IdentityCA, err = testpki.NewCA("identity.linkerd.cluster.local"); err != nil {
 		return err
 	}
 	t.IdentityCAFile = filepath.Join(dir, "trust-anchor.crt")
 	if err := os.WriteFile(t.IdentityCAFile, t.IdentityCA.CertPEM, 0o600); err != nil {
 		return err
 	}
-	srv, err := t.IdentityCA.Issue(CertSpec{CommonName: GatewayIdentity, DNSNames: []string{GatewayIdentity}, Server: true, Client: true})
+	srv, err := t.IdentityCA.Issue(testpki.CertSpec{CommonName: GatewayIdentity, DNSNames: []string{GatewayIdentity}, Server: true, Client: true})
 	if err != nil {
 		return err
 	}
@@ -418,7 +419,7 @@ func (t *Topology) startGateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := t.IdentityCA.Issue(CertSpec{CommonName: ClientIdentity, DNSNames: []string{ClientIdentity}, Server: true, Client: true})
+	cl, err := t.IdentityCA.Issue(testpki.CertSpec{CommonName: ClientIdentity, DNSNames: []string{ClientIdentity}, Server: true, Client: true})
 	if err != nil {
 		return err
 	}

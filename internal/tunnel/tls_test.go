@@ -1,56 +1,37 @@
 package tunnel
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
-// selfSigned writes a self-signed certificate for 127.0.0.1 (usable as its
-// own CA) and its key into dir.
-func selfSigned(t *testing.T, dir, name string) (certFile, keyFile string) {
+// serverCert writes a CA certificate and a server certificate for
+// 127.0.0.1 that it signed (with its key) into dir.
+func serverCert(t *testing.T, dir, name string) (caFile, certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA(name + "-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	kp, err := ca.Issue(testpki.CertSpec{CommonName: "127.0.0.1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
+	if certFile, keyFile, err = kp.Write(dir, name); err != nil {
 		t.Fatal(err)
 	}
-	certFile = writeFile(t, dir, name+".crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	keyFile = writeFile(t, dir, name+".key", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
-	return certFile, keyFile
+	return writeFile(t, dir, name+"-ca.crt", string(ca.CertPEM)), certFile, keyFile
 }
 
 // TestTLS: wss:// with --tls-cert/--tls-key on the server and --ca-file on
 // the client; a client that does not trust the certificate never connects.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := selfSigned(t, dir, "server")
-	other, _ := selfSigned(t, dir, "other")
+	ca, cert, key := serverCert(t, dir, "server")
+	other, _, _ := serverCert(t, dir, "other")
 	cfg := serverConfig("gw")
 	cfg.TLSCert, cfg.TLSKey = cert, key
 	s := startServer(t, cfg)
@@ -67,7 +48,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	good := bad
-	good.CAFile = cert
+	good.CAFile = ca
 	c, _ := startClient(t, good)
 	waitFor(t, "wss session", 10*time.Second, c.Ready)
 	if got, err := roundTrip(t, s.ListenerAddr("gw"), "over tls"); err != nil || got != "over tls" {

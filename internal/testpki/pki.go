@@ -1,4 +1,7 @@
-package harness
+// Package testpki issues throwaway certificates for tests and the demo: a
+// self-signed CA that signs leaf certificates, the way cert-manager's CA
+// Issuer does.
+package testpki
 
 import (
 	"crypto"
