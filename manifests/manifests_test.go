@@ -273,6 +273,9 @@ func TestWorkloadSecurity(t *testing.T) {
 				if image == nil {
 					t.Fatalf("image %q: want ghcr.io/l5d-tunnel/{tunnel,webhook}:v<version> (overridable with kustomize images:)", c.Image)
 				}
+				if !hasMemLimitEnv(c) {
+					t.Error("GOMEMLIMIT must come from the container's limits.memory (resourceFieldRef)")
+				}
 				switch image[1] {
 				case "tunnel":
 					if d.Spec.Template.Annotations["linkerd.io/inject"] != "disabled" {
@@ -307,6 +310,21 @@ func TestWorkloadSecurity(t *testing.T) {
 	if deployments != 3 {
 		t.Errorf("found %d Deployments in dist/, want 3 (webhook, tunnel server, tunnel client)", deployments)
 	}
+}
+
+// hasMemLimitEnv reports whether c sets Go's soft memory limit from its own
+// memory limit, so the runtime collects harder before the kernel kills it.
+func hasMemLimitEnv(c corev1.Container) bool {
+	if c.Resources.Limits.Memory().IsZero() {
+		return false
+	}
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
+			e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" {
+			return true
+		}
+	}
+	return false
 }
 
 func checkPodSecurity(t *testing.T, d *appsv1.Deployment) {
