@@ -167,17 +167,8 @@ func Start(t testing.TB, o Options) *Env {
 // Kubectl runs kubectl against the control plane with stdin as input and
 // returns its stdout; stderr is folded into the error.
 func (e *Env) Kubectl(stdin []byte, args ...string) ([]byte, error) {
-	cmd := exec.Command(e.kubectl, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out, nil
+	out, _, err := e.KubectlStderr(stdin, args...)
+	return out, err
 }
 
 // KubectlStderr is Kubectl that also returns stderr, where kubectl prints
