@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	xsmux "github.com/xtaci/smux"
 
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
@@ -37,7 +36,7 @@ type Client struct {
 	draining atomic.Bool
 
 	mu   sync.Mutex
-	sess *xsmux.Session
+	sess *smux.Session
 
 	conns connSet
 }
@@ -234,14 +233,14 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 	return errSessionEnded
 }
 
-func (c *Client) refuse(st *xsmux.Stream, r smux.Reply) {
+func (c *Client) refuse(st *smux.Stream, r smux.Reply) {
 	c.m.refused.WithLabelValues(r.String()).Inc()
 	_ = st.SetWriteDeadline(time.Now().Add(c.cfg.HeaderTimeout))
 	_ = smux.WriteReply(st, r)
 	_ = st.Close()
 }
 
-func (c *Client) handleStream(st *xsmux.Stream) {
+func (c *Client) handleStream(st *smux.Stream) {
 	if c.draining.Load() {
 		c.refuse(st, smux.ReplyDraining)
 		return

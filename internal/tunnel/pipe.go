@@ -7,7 +7,7 @@ import (
 	"sync"
 	"syscall"
 
-	xsmux "github.com/xtaci/smux"
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
 
 // bufPool hands out copy buffers of one size. A buffer is held only while
@@ -33,7 +33,7 @@ func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
 // error in either direction closes both ends, and only them.
 type pipe struct {
 	local     net.Conn
-	st        *xsmux.Stream
+	st        *smux.Stream
 	lm        *listenerMetrics
 	pool      *bufPool
 	abortOnce sync.Once

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	xsmux "github.com/xtaci/smux"
 
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
@@ -51,7 +50,7 @@ type serverSession struct {
 	id       uint64
 	clientID string
 	remote   string
-	sess     *xsmux.Session
+	sess     *smux.Session
 	// draining is set when the client answered a stream with "draining"
 	// (it got SIGTERM): new connections then go to other sessions.
 	draining atomic.Bool
