@@ -105,7 +105,7 @@ func (c Common) validate() error {
 		}
 	}
 	if err := c.Session.Validate(); err != nil {
-		return fmt.Errorf("%w: session tuning (--keepalive-*, --*-window, --max-frame-size): %v", ErrConfig, err)
+		return fmt.Errorf("%w: session tuning (--keepalive-*, --stream-window, --session-window, --max-streams, --max-frame-size, --ws-*-buffer): %v", ErrConfig, err)
 	}
 	if c.DrainGrace < 0 {
 		return fmt.Errorf("%w: --drain-grace %v must not be negative", ErrConfig, c.DrainGrace)

@@ -245,12 +245,18 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		// set it on a cross-site websocket.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	scfg := s.cfg.Session
+	var respHeader http.Header
+	if smux.HasFeature(r.Header.Get(smux.FeaturesHeader), smux.FeatureReset) {
+		scfg.Reset = true
+		respHeader = http.Header{smux.FeaturesHeader: {smux.FeatureReset}}
+	}
+	ws, err := up.Upgrade(w, r, respHeader)
 	if err != nil {
 		s.log.Warn("websocket upgrade failed", "remote", remote, "err", err)
 		return
 	}
-	sess, err := smux.Server(smux.NewConn(ws, s.cfg.Session.KeepAliveTimeout), s.cfg.Session)
+	sess, err := smux.Server(smux.NewConn(ws, scfg.KeepAliveTimeout), scfg)
 	if err != nil {
 		_ = ws.Close()
 		s.log.Error("start session", "remote", remote, "err", err)

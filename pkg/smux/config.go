@@ -2,10 +2,7 @@ package smux
 
 import (
 	"fmt"
-	"math"
 	"time"
-
-	xsmux "github.com/xtaci/smux"
 )
 
 // ProtocolVersion is the smux protocol version the tunnel speaks. Version 2
@@ -14,11 +11,20 @@ import (
 const ProtocolVersion = 2
 
 // initialWindow is the window smux v2 assumes for a peer before the first
-// window update arrives (xtaci/smux initialPeerWindow).
+// window update arrives (xtaci/smux's initial peer window). Every stream
+// starts with it; a receiver cannot refuse it.
 const initialWindow = 256 << 10
 
+// Limits checked by Validate.
+const (
+	minStreamWindow = initialWindow
+	maxStreamWindow = 256 << 20
+	maxBudget       = 1 << 30
+	maxMaxStreams   = 1 << 16
+)
+
 // Config tunes a tunnel session. Both ends should use the same keepalive
-// settings; the windows may differ.
+// settings; the windows and caps may differ.
 type Config struct {
 	// KeepAliveInterval is how often a NOP frame is sent. NOPs are websocket
 	// data messages, so they also keep ingress/load-balancer idle timers
@@ -30,13 +36,31 @@ type Config struct {
 	KeepAliveTimeout time.Duration
 	// MaxFrameSize is the largest smux data frame (at most 65535 bytes).
 	MaxFrameSize int
-	// MaxStreamBuffer is the per-stream receive window: how many bytes a
-	// stream's sender may have in flight before it waits for the reader.
-	MaxStreamBuffer int
-	// MaxReceiveBuffer is the session-wide receive budget. When the bytes
-	// buffered for unread streams reach it, the session stops reading the
-	// socket. Keep it many times MaxStreamBuffer.
-	MaxReceiveBuffer int
+	// MaxStreamWindow is the largest receive window one stream may grow to.
+	// Every stream starts at 256 KiB (what a smux v2 sender assumes) and
+	// doubles while its reader drains a window in under about two round
+	// trips (see window.go), within SessionBudget.
+	MaxStreamWindow int
+	// SessionBudget bounds the sum of the receive windows of a session's
+	// streams: a window grows only while the sum stays within it. The
+	// initial 256 KiB of a stream is granted even past it, so a session
+	// buffers at most SessionBudget + MaxStreams × 256 KiB of unread data.
+	SessionBudget int
+	// MaxStreams caps the streams open on a session, whichever side opened
+	// them. OpenStream past it fails with ErrStreamLimit; a peer's SYN past
+	// it is refused at once (reset, or FIN without the reset extension) and
+	// counted in Session.RefusedStreams.
+	MaxStreams int
+	// StalledWriteTimeout bounds a Write blocked on a full window after the
+	// peer's FIN when the reset extension is off: a peer that closed its
+	// stream without reading (xtaci/smux drops such data silently) would
+	// otherwise hold the writer forever. The Write then fails with ErrReset.
+	StalledWriteTimeout time.Duration
+	// Reset enables the stream reset extension (cmdRST). Set it only when
+	// the peer agreed to it (the tunnel negotiates it on the websocket
+	// upgrade); a peer that does not know cmdRST drops the whole session on
+	// receiving one.
+	Reset bool
 	// ReadBufferSize and WriteBufferSize size the websocket connection's
 	// buffers (one pair per session). WriteBufferSize should hold a whole
 	// frame (MaxFrameSize+8) so each frame goes out as one websocket frame.
@@ -46,15 +70,23 @@ type Config struct {
 
 // DefaultConfig returns the settings used by `tunnel server` and `tunnel
 // client` unless flags override them.
+//
+// Worst case with these defaults, per session and direction: 128 MiB of
+// grown windows plus 1024 streams × 256 KiB initial windows = 384 MiB of
+// buffered data, reached only when a thousand streams all stop reading at
+// once after the busiest of them grew their windows. 250 callers that never
+// read hold 250 × 256 KiB = 62.5 MiB.
 func DefaultConfig() Config {
 	return Config{
-		KeepAliveInterval: 10 * time.Second,
-		KeepAliveTimeout:  30 * time.Second,
-		MaxFrameSize:      65535,
-		MaxStreamBuffer:   256 << 10,
-		MaxReceiveBuffer:  32 << 20,
-		ReadBufferSize:    256 << 10,
-		WriteBufferSize:   64<<10 + 64,
+		KeepAliveInterval:   10 * time.Second,
+		KeepAliveTimeout:    30 * time.Second,
+		MaxFrameSize:        65535,
+		MaxStreamWindow:     32 << 20,
+		SessionBudget:       128 << 20,
+		MaxStreams:          1024,
+		StalledWriteTimeout: 30 * time.Second,
+		ReadBufferSize:      256 << 10,
+		WriteBufferSize:     64<<10 + 64,
 	}
 }
 
@@ -70,29 +102,18 @@ func (c Config) Validate() error {
 		return bad("keepalive timeout %v must be at least twice the keepalive interval %v", c.KeepAliveTimeout, c.KeepAliveInterval)
 	case c.MaxFrameSize < 1024 || c.MaxFrameSize > 65535:
 		return bad("max frame size %d must be between 1024 and 65535", c.MaxFrameSize)
-	case c.MaxStreamBuffer < c.MaxFrameSize:
-		return bad("max stream buffer %d must be at least the max frame size %d", c.MaxStreamBuffer, c.MaxFrameSize)
-	case c.MaxReceiveBuffer < 4*max(c.MaxStreamBuffer, initialWindow):
-		return bad("max receive buffer %d must be at least 4x the stream window %d", c.MaxReceiveBuffer, max(c.MaxStreamBuffer, initialWindow))
-	case c.MaxReceiveBuffer > math.MaxInt32:
-		return bad("max receive buffer %d is too large", c.MaxReceiveBuffer)
-	case c.ReadBufferSize < 4096:
-		return bad("websocket read buffer %d must be at least 4096", c.ReadBufferSize)
-	case c.WriteBufferSize < 4096:
-		return bad("websocket write buffer %d must be at least 4096", c.WriteBufferSize)
+	case c.MaxStreamWindow < minStreamWindow || c.MaxStreamWindow > maxStreamWindow:
+		return bad("max stream window %d must be between %d and %d", c.MaxStreamWindow, minStreamWindow, maxStreamWindow)
+	case c.SessionBudget < 4*initialWindow || c.SessionBudget > maxBudget:
+		return bad("session window budget %d must be between %d and %d", c.SessionBudget, 4*initialWindow, int64(maxBudget))
+	case c.MaxStreams < 1 || c.MaxStreams > maxMaxStreams:
+		return bad("max streams %d must be between 1 and %d", c.MaxStreams, maxMaxStreams)
+	case c.StalledWriteTimeout < 100*time.Millisecond || c.StalledWriteTimeout > time.Hour:
+		return bad("stalled write timeout %v must be between 100ms and 1h", c.StalledWriteTimeout)
+	case c.ReadBufferSize < 4096 || c.ReadBufferSize > 16<<20:
+		return bad("websocket read buffer %d must be between 4096 and 16777216", c.ReadBufferSize)
+	case c.WriteBufferSize < 4096 || c.WriteBufferSize > 16<<20:
+		return bad("websocket write buffer %d must be between 4096 and 16777216", c.WriteBufferSize)
 	}
 	return nil
-}
-
-// SmuxConfig translates c into the xtaci/smux configuration (protocol
-// version 2). It does not validate c.
-func (c Config) SmuxConfig() *xsmux.Config {
-	return &xsmux.Config{
-		Version:           ProtocolVersion,
-		KeepAliveInterval: c.KeepAliveInterval,
-		KeepAliveTimeout:  c.KeepAliveTimeout,
-		MaxFrameSize:      c.MaxFrameSize,
-		MaxReceiveBuffer:  c.MaxReceiveBuffer,
-		MaxStreamBuffer:   c.MaxStreamBuffer,
-	}
 }

@@ -1,10 +1,12 @@
 package smux
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -29,6 +31,10 @@ type Conn struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// RTT estimate from Ping/pong: a smoothed round trip in nanoseconds.
+	epoch time.Time
+	srtt  atomic.Int64
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -36,10 +42,12 @@ var _ net.Conn = (*Conn)(nil)
 // NewConn wraps ws. timeout bounds every wait for incoming data and every
 // write (use Config.KeepAliveTimeout; zero disables both deadlines).
 func NewConn(ws *websocket.Conn, timeout time.Duration) *Conn {
-	c := &Conn{ws: ws, timeout: timeout, rearmGap: timeout / 16}
-	// A pong (answer to a WriteControl ping) proves the peer is alive. The
-	// handler runs on the reading goroutine, inside Read.
-	ws.SetPongHandler(func(string) error {
+	c := &Conn{ws: ws, timeout: timeout, rearmGap: timeout / 16, epoch: time.Now()}
+	// A pong (answer to a WriteControl ping) proves the peer is alive and,
+	// if it answers one of our Pings, times the round trip. The handler runs
+	// on the reading goroutine, inside Read.
+	ws.SetPongHandler(func(data string) error {
+		c.pong(data)
 		if c.timeout > 0 {
 			c.armedAt = time.Now()
 			return ws.SetReadDeadline(c.armedAt.Add(c.timeout))
@@ -171,6 +179,39 @@ func (c *Conn) Close() error {
 	})
 	return c.closeErr
 }
+
+// Ping sends a websocket ping carrying the send time; the peer's pong
+// (every websocket stack answers pings) updates RTT. It may be called
+// concurrently with Read and Write.
+func (c *Conn) Ping() error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(time.Since(c.epoch)))
+	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(time.Second))
+}
+
+// maxRTTSample drops absurd samples (a peer's unsolicited pong).
+const maxRTTSample = 10 * time.Second
+
+func (c *Conn) pong(data string) {
+	if len(data) != 8 {
+		return
+	}
+	sent := time.Duration(binary.LittleEndian.Uint64([]byte(data)))
+	rtt := time.Since(c.epoch) - sent
+	if rtt <= 0 || rtt > maxRTTSample {
+		return
+	}
+	old := c.srtt.Load()
+	if old == 0 {
+		c.srtt.Store(int64(rtt))
+		return
+	}
+	c.srtt.Store(old - old/8 + int64(rtt)/8)
+}
+
+// RTT returns the smoothed round-trip time of Pings, or 0 before the first
+// answer.
+func (c *Conn) RTT() time.Duration { return time.Duration(c.srtt.Load()) }
 
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.ws.LocalAddr() }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	xsmux "github.com/xtaci/smux"
 )
 
 // testConfig is for tests that are not about dead peers: its timeout is long
@@ -53,7 +52,7 @@ func wsPair(t testing.TB) (server, client *websocket.Conn) {
 }
 
 // sessionPair returns a server and client smux session over a websocket pair.
-func sessionPair(t testing.TB, cfg Config) (server, client *xsmux.Session) {
+func sessionPair(t testing.TB, cfg Config) (server, client *Session) {
 	t.Helper()
 	sws, cws := wsPair(t)
 	ss, err := Server(NewConn(sws, cfg.KeepAliveTimeout), cfg)

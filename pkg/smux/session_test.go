@@ -8,12 +8,12 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	xsmux "github.com/xtaci/smux"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -29,8 +29,14 @@ func TestConfigValidate(t *testing.T) {
 		"timeout too short":    {mod(func(c *Config) { c.KeepAliveTimeout = c.KeepAliveInterval }), false},
 		"frame too big":        {mod(func(c *Config) { c.MaxFrameSize = 65536 }), false},
 		"frame too small":      {mod(func(c *Config) { c.MaxFrameSize = 100 }), false},
-		"window below frame":   {mod(func(c *Config) { c.MaxStreamBuffer = c.MaxFrameSize - 1 }), false},
-		"session budget small": {mod(func(c *Config) { c.MaxReceiveBuffer = 512 << 10 }), false},
+		"window below initial": {mod(func(c *Config) { c.MaxStreamWindow = initialWindow - 1 }), false},
+		"window too big":       {mod(func(c *Config) { c.MaxStreamWindow = 1 << 30 }), false},
+		"session budget small": {mod(func(c *Config) { c.SessionBudget = 512 << 10 }), false},
+		"session budget big":   {mod(func(c *Config) { c.SessionBudget = 2 << 30 }), false},
+		"no streams":           {mod(func(c *Config) { c.MaxStreams = 0 }), false},
+		"too many streams":     {mod(func(c *Config) { c.MaxStreams = 1 << 20 }), false},
+		"stall timeout short":  {mod(func(c *Config) { c.StalledWriteTimeout = time.Millisecond }), false},
+		"ws buffer huge":       {mod(func(c *Config) { c.ReadBufferSize = 999999999999 }), false},
 		"ws buffers small":     {mod(func(c *Config) { c.WriteBufferSize = 10 }), false},
 	}
 	for name, tc := range tests {
@@ -57,7 +63,7 @@ func (nopRWC) Close() error                { return nil }
 
 // acceptEcho accepts streams on s and echoes each back, closing its write
 // half at EOF.
-func acceptEcho(t testing.TB, s *xsmux.Session) {
+func acceptEcho(t testing.TB, s *Session) {
 	go func() {
 		for {
 			st, err := s.AcceptStream()
@@ -130,7 +136,7 @@ func TestParallelStreamsIntegrity(t *testing.T) {
 func TestHeadOfLineProbe(t *testing.T) {
 	cfg := testConfig()
 	ss, cs := sessionPair(t, cfg)
-	stalled := make(chan *xsmux.Stream, 8)
+	stalled := make(chan *Stream, 8)
 	go func() {
 		for {
 			st, err := ss.AcceptStream()
@@ -164,7 +170,7 @@ func TestHeadOfLineProbe(t *testing.T) {
 		go func() {
 			_ = st.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
 			_, err := st.Write(junk)
-			if errors.Is(err, xsmux.ErrTimeout) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				writersBlocked <- struct{}{} // flow control held the writer back
 			}
 		}()
@@ -370,17 +376,19 @@ func TestGarbageNeverPanics(t *testing.T) {
 			}
 			defer ss.Close()
 			_ = send(cws)
-			_ = ss.SetDeadline(time.Now().Add(20 * cfg.KeepAliveTimeout))
-			for {
-				st, err := ss.AcceptStream()
-				if err == nil {
+			go func() {
+				for {
+					st, err := ss.AcceptStream()
+					if err != nil {
+						return
+					}
 					st.Close() // a random SYN may parse; keep going
-					continue
 				}
-				if errors.Is(err, xsmux.ErrTimeout) {
-					t.Fatal("session survived garbage input")
-				}
-				break
+			}()
+			select {
+			case <-ss.CloseChan():
+			case <-time.After(20 * cfg.KeepAliveTimeout):
+				t.Fatal("session survived garbage input")
 			}
 		})
 	}
