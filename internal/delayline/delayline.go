@@ -1,0 +1,390 @@
+// Package delayline is a TCP relay for tests and benchmarks that delays each
+// direction by a fixed latency without limiting bandwidth: a stand-in for a
+// long network path on loopback, where `tc netem` is not available.
+//
+// Each accepted connection is paired with a new connection to the target.
+// Per direction, a reader takes bytes as they come, stamps each chunk with
+// the time it may leave (arrival + Delay) and queues it; a writer sends every
+// chunk whose time has come, several at once with writev when they are due
+// together. Bandwidth is limited only by the two copies. What the relay holds
+// per direction is bounded by MaxInFlight: past it the reader stops reading
+// and TCP back-pressure reaches the sender. A half-close (FIN) travels behind
+// the data, with the same delay; a reset (or a failed write) resets both
+// sides.
+//
+// What it does not model: the sender's TCP sees a loopback peer (its ACKs and
+// congestion window are not delayed; its bytes are buffered by the relay, up
+// to MaxInFlight), there is no loss, and the TCP handshake with the relay is
+// local, so connecting costs no round trip. Protocol-level flow control
+// carried inside the stream (window updates, replies) does see the delay in
+// both directions, which is what the tunnel's benchmarks are about.
+package delayline
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// DefaultMaxInFlight is the default bound on the bytes held per connection
+// and direction: at 25 ms one way it allows 2.5 GiB/s.
+const DefaultMaxInFlight = 64 << 20
+
+const (
+	readSize  = 256 << 10 // one read from the source socket
+	copyBelow = readSize / 2
+	maxBatch  = 4 << 20 // bytes written with one writev
+)
+
+// Config sets the delay line's behaviour.
+type Config struct {
+	// Delay is added to every byte in each direction (one way: the round
+	// trip grows by twice Delay).
+	Delay time.Duration
+	// MaxInFlight bounds the bytes held per connection and direction
+	// (0: DefaultMaxInFlight). The memory held is at most about twice that.
+	MaxInFlight int
+	// DialTimeout bounds the dial to the target (0: 5 s).
+	DialTimeout time.Duration
+}
+
+// Relay accepts connections and relays them to one target through the delay.
+type Relay struct {
+	ln     net.Listener
+	target string
+	cfg    Config
+
+	mu     sync.Mutex
+	pairs  map[*pair]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Listen starts a relay on addr (e.g. "127.0.0.1:0") to target.
+func Listen(addr, target string, cfg Config) (*Relay, error) {
+	if cfg.Delay < 0 {
+		return nil, fmt.Errorf("delayline: negative delay %v", cfg.Delay)
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxInFlight < 0 {
+		return nil, fmt.Errorf("delayline: negative max in flight %d", cfg.MaxInFlight)
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("delayline: listen %s: %w", addr, err)
+	}
+	r := &Relay{ln: ln, target: target, cfg: cfg, pairs: map[*pair]struct{}{}}
+	r.wg.Add(1)
+	go r.acceptLoop()
+	return r, nil
+}
+
+// Addr is the relay's listening address.
+func (r *Relay) Addr() string { return r.ln.Addr().String() }
+
+// Close stops accepting, resets every relayed connection and waits for the
+// relay's goroutines.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	pairs := make([]*pair, 0, len(r.pairs))
+	for p := range r.pairs {
+		pairs = append(pairs, p)
+	}
+	r.mu.Unlock()
+	err := r.ln.Close()
+	for _, p := range pairs {
+		p.abort()
+	}
+	r.wg.Wait()
+	return err
+}
+
+func (r *Relay) acceptLoop() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE
+			continue
+		}
+		r.wg.Add(1)
+		go r.handle(c.(*net.TCPConn))
+	}
+}
+
+func (r *Relay) handle(a *net.TCPConn) {
+	defer r.wg.Done()
+	u, err := net.DialTimeout("tcp", r.target, r.cfg.DialTimeout)
+	if err != nil {
+		reset(a)
+		return
+	}
+	p := &pair{a: a, b: u.(*net.TCPConn)}
+	p.lines[0] = newLine(p.a, p.b, r.cfg)
+	p.lines[1] = newLine(p.b, p.a, r.cfg)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.abort()
+		return
+	}
+	r.pairs[p] = struct{}{}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range p.lines {
+		wg.Go(func() { l.readLoop() })
+		wg.Go(func() { l.writeLoop(p) })
+	}
+	wg.Wait()
+	p.close()
+	r.mu.Lock()
+	delete(r.pairs, p)
+	r.mu.Unlock()
+}
+
+// reset closes c with an RST instead of a FIN.
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}
+
+// pair is one relayed connection: a (accepted) and b (dialed).
+type pair struct {
+	a, b  *net.TCPConn
+	lines [2]*line // a→b, b→a
+
+	mu       sync.Mutex
+	finished int // directions whose FIN was delivered
+	done     bool
+}
+
+// finish records a delivered FIN; the pair is closed when both are.
+func (p *pair) finish() {
+	p.mu.Lock()
+	p.finished++
+	both := p.finished == 2
+	p.mu.Unlock()
+	if both {
+		p.close()
+	}
+}
+
+// close ends the pair normally (both FINs delivered, or after abort).
+func (p *pair) close() {
+	p.mu.Lock()
+	done := p.done
+	p.done = true
+	p.mu.Unlock()
+	if done {
+		return
+	}
+	for _, l := range p.lines {
+		l.stop()
+	}
+	_ = p.a.Close()
+	_ = p.b.Close()
+}
+
+// abort resets both sides and drops whatever is queued.
+func (p *pair) abort() {
+	p.mu.Lock()
+	done := p.done
+	p.done = true
+	p.mu.Unlock()
+	if done {
+		return
+	}
+	for _, l := range p.lines {
+		l.stop()
+	}
+	reset(p.a)
+	reset(p.b)
+}
+
+type kind uint8
+
+const (
+	data kind = iota
+	fin
+	rst
+)
+
+type chunk struct {
+	due  time.Time
+	kind kind
+	data []byte
+	buf  *[]byte // pooled buffer behind data, if any
+}
+
+var pool = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+
+// line is one direction: bytes read from src wait in q until due, then go
+// to dst.
+type line struct {
+	src, dst *net.TCPConn
+	delay    time.Duration
+	max      int
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	q        []chunk
+	inFlight int
+	stopped  bool
+}
+
+func newLine(src, dst *net.TCPConn, cfg Config) *line {
+	l := &line{src: src, dst: dst, delay: cfg.Delay, max: cfg.MaxInFlight}
+	l.cond.L = &l.mu
+	return l
+}
+
+// stop wakes both loops and drops the queue.
+func (l *line) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	for _, c := range l.q {
+		if c.buf != nil {
+			pool.Put(c.buf)
+		}
+	}
+	l.q, l.inFlight = nil, 0
+	l.cond.Broadcast()
+	l.mu.Unlock()
+}
+
+func (l *line) push(c chunk) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
+	l.q = append(l.q, c)
+	l.inFlight += len(c.data)
+	l.cond.Broadcast()
+	return true
+}
+
+func (l *line) readLoop() {
+	for {
+		l.mu.Lock()
+		for l.inFlight >= l.max && !l.stopped {
+			l.cond.Wait()
+		}
+		stopped := l.stopped
+		l.mu.Unlock()
+		if stopped {
+			return
+		}
+		bp := pool.Get().(*[]byte)
+		n, err := l.src.Read(*bp)
+		due := time.Now().Add(l.delay)
+		if n > 0 {
+			c := chunk{due: due, kind: data}
+			if n < copyBelow {
+				c.data = append([]byte(nil), (*bp)[:n]...)
+				pool.Put(bp)
+			} else {
+				c.data, c.buf = (*bp)[:n], bp
+			}
+			if !l.push(c) {
+				if c.buf != nil {
+					pool.Put(c.buf)
+				}
+				return
+			}
+		} else {
+			pool.Put(bp)
+		}
+		if err != nil {
+			k := rst
+			if errors.Is(err, io.EOF) {
+				k = fin
+			}
+			l.push(chunk{due: due, kind: k})
+			return
+		}
+	}
+}
+
+func (l *line) writeLoop(p *pair) {
+	var batch []chunk
+	var bufs net.Buffers
+	for {
+		l.mu.Lock()
+		for len(l.q) == 0 && !l.stopped {
+			l.cond.Wait()
+		}
+		if l.stopped {
+			l.mu.Unlock()
+			return
+		}
+		due := l.q[0].due
+		l.mu.Unlock()
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+
+		// Everything due now, up to maxBatch bytes, stopping at a marker.
+		l.mu.Lock()
+		if l.stopped {
+			l.mu.Unlock()
+			return
+		}
+		now, size := time.Now(), 0
+		batch = batch[:0]
+		for len(l.q) > 0 && l.q[0].kind == data && !l.q[0].due.After(now) && size < maxBatch {
+			batch = append(batch, l.q[0])
+			size += len(l.q[0].data)
+			l.q[0] = chunk{}
+			l.q = l.q[1:]
+		}
+		var marker kind = data
+		if len(batch) == 0 && len(l.q) > 0 && l.q[0].kind != data {
+			marker = l.q[0].kind
+			l.q[0] = chunk{}
+			l.q = l.q[1:]
+		}
+		l.mu.Unlock()
+
+		switch marker {
+		case fin:
+			_ = l.dst.CloseWrite()
+			p.finish()
+			return
+		case rst:
+			p.abort()
+			return
+		}
+		bufs = bufs[:0]
+		for _, c := range batch {
+			bufs = append(bufs, c.data)
+		}
+		_, err := bufs.WriteTo(l.dst)
+		for i, c := range batch {
+			if c.buf != nil {
+				pool.Put(c.buf)
+			}
+			batch[i] = chunk{}
+		}
+		if err != nil {
+			p.abort()
+			return
+		}
+		l.mu.Lock()
+		l.inFlight -= size
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+}
