@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -113,14 +114,26 @@ func freePort(b *testing.B) string {
 }
 
 func startBenchTunnel(b *testing.B, up benchUpstreams) *benchTunnel {
+	return startTunnelProcs(b, map[string]string{"sink": up.sink, "source": up.source, "echo": up.echo}, nil)
+}
+
+// startTunnelProcs starts a server and a client process with one listener
+// per upstream (name -> address). via, if set, is given the server's
+// websocket address and returns the address the client dials instead (a
+// delay line in front of the server).
+func startTunnelProcs(b *testing.B, upstreams map[string]string, via func(serverAddr string) string) *benchTunnel {
 	bin := tunnelBinary(b)
 	listen, sAdmin, cAdmin := freePort(b), freePort(b), freePort(b)
+	dialAddr := listen
+	if via != nil {
+		dialAddr = via(listen)
+	}
 	bt := &benchTunnel{listeners: map[string]string{}}
 	sargs := []string{"server", "--listen", listen, "--admin-addr", sAdmin, "--log-level", "warn"}
 	// The client logs only errors: the benchmark kills the processes at
 	// the end, which a client rightly warns about.
-	cargs := []string{"client", "--server", "ws://" + listen + TunnelPath, "--admin-addr", cAdmin, "--log-level", "error"}
-	for name, addr := range map[string]string{"sink": up.sink, "source": up.source, "echo": up.echo} {
+	cargs := []string{"client", "--server", "ws://" + dialAddr + TunnelPath, "--admin-addr", cAdmin, "--log-level", "error"}
+	for name, addr := range upstreams {
 		bt.listeners[name] = freePort(b)
 		sargs = append(sargs, "--port", name+"="+bt.listeners[name])
 		cargs = append(cargs, "--upstream", name+"="+addr)
@@ -522,3 +535,74 @@ func selfCPU() float64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
+
+// BenchmarkNonReaders250 (issue 11): 250 callers each send 4 MB to an echo
+// service through the tunnel and never read (see TestNonReadersDoNotStall).
+// From the moment they are connected until their traffic has backed up
+// (plus a second; at most 20 s), fresh connections make a 64-byte echo one
+// after another: p50, p99 and max of those echoes, how many timed out (5 s
+// each; the run stops after two), how many of the 250 were refused or
+// broken, and the RSS (peak and at the end) of server+client.
+func BenchmarkNonReaders250(b *testing.B) {
+	const (
+		probeLimit = 5 * time.Second
+		maxProbing = 20 * time.Second
+	)
+	for i := 0; i < b.N; i++ {
+		ec := startCountingEcho(b)
+		bt := startTunnelProcs(b, map[string]string{"echo": ec.addr}, nil)
+		addr := bt.listeners["echo"]
+		if _, err := freshEcho(addr, probeLimit); err != nil {
+			b.Fatalf("echo before the non-readers: %v", err)
+		}
+		bt.resetPeakRSS()
+		ns := startNonReaders(b, addr, nonReaders)
+		settled := make(chan struct{})
+		go func() {
+			ec.settle(500*time.Millisecond, maxProbing)
+			time.Sleep(time.Second)
+			close(settled)
+		}()
+		var lat []time.Duration
+		timeouts := 0
+		deadline := time.Now().Add(maxProbing)
+	probing:
+		for timeouts < 2 && time.Now().Before(deadline) {
+			select {
+			case <-settled:
+				break probing
+			default:
+			}
+			d, err := freshEcho(addr, probeLimit)
+			if err != nil {
+				timeouts++
+				b.Logf("fresh echo %d: %v after %v", len(lat), err, d.Round(time.Millisecond))
+			}
+			lat = append(lat, d)
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.ReportMetric(bt.statusKiB(b, "VmHWM")/1024, "peak-RSS-MiB")
+		b.ReportMetric(bt.statusKiB(b, "VmRSS")/1024, "RSS-MiB")
+		refused := len(ns.failed())
+		if refused == 0 {
+			refused = len(ns.verify(5 * time.Second))
+		}
+		slices.Sort(lat)
+		b.ReportMetric(ms(percentile(lat, 0.50)), "fresh-p50-ms")
+		b.ReportMetric(ms(percentile(lat, 0.99)), "fresh-p99-ms")
+		b.ReportMetric(ms(lat[len(lat)-1]), "fresh-max-ms")
+		b.ReportMetric(float64(len(lat)), "fresh-echoes")
+		b.ReportMetric(float64(timeouts), "fresh-timeouts")
+		b.ReportMetric(float64(refused), "refused")
+		b.Logf("echo service echoed %d of %d bytes", ec.echoed.Load(), int64(nonReaders)*nonReaderSend)
+	}
+}
+
+// percentile is the nearest-rank percentile of sorted durations (a timed-out
+// sample counts with the time it was given).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
