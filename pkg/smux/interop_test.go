@@ -285,3 +285,61 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
 		t.Fatal("timed out")
 	}
 }
+
+// TestInteropStalledWrite: xtaci closes a stream it never read (it drops
+// later data silently and grants no window); our blocked writer is released
+// with ErrReset after StalledWriteTimeout, and the session lives on.
+func TestInteropStalledWrite(t *testing.T) {
+	cfg := testConfig()
+	cfg.StalledWriteTimeout = 300 * time.Millisecond
+	o, x := interopPair(t, cfg, true)
+	st, err := o.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	xs, err := x.accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = xs.Close()
+	done := make(chan error, 1)
+	go func() { _, err := st.Write(make([]byte, 4<<20)); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrReset) {
+			t.Fatalf("Write = %v, want ErrReset", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("writer still blocked on a stream xtaci closed")
+	}
+	// Our Close and Reset toward xtaci send FIN only: its session survives.
+	st2, err := o.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st2.(*Stream).Reset()
+	st3, err := o.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			s, err := x.accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(s, s); s.Close() }()
+		}
+	}()
+	if _, err := st3.Write([]byte("alive")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 5)
+	_ = st3.(*Stream).SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(st3, b); err != nil {
+		t.Fatalf("xtaci session after our reset: %v", err)
+	}
+}

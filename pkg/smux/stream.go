@@ -313,10 +313,12 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 
 func (st *Stream) writeErrLocked() error {
 	switch {
-	case st.closed || st.finSent:
+	case st.closed:
 		return ErrStreamClosed
 	case st.resetErr != nil:
 		return st.resetErr
+	case st.finSent:
+		return ErrStreamClosed
 	case st.sess.IsClosed():
 		return st.sess.closedErr()
 	case !st.writeDeadline.IsZero() && !time.Now().Before(st.writeDeadline):
