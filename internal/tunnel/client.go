@@ -212,6 +212,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 		c.m.reconnects.Inc()
 	}
 	c.setReady(true)
+	go watchStreamCap(sess, scfg.MaxStreams, c.m, c.log, "server", c.cfg.ServerURL)
 	c.log.Info("session up", "server", c.cfg.ServerURL, "remote", ws.RemoteAddr().String())
 	acceptDone := make(chan error, 1)
 	go func() {

@@ -57,8 +57,8 @@ func newMetrics(role string, listeners []string) *metrics {
 	m.dialErrors = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l5d_tunnel_dial_errors_total", ConstLabels: cl,
 		Help: "Upstream dials that failed, by listener (client: its own dials; server: failures the client reported)."}, []string{"listener"})).(*prometheus.CounterVec)
 	m.refused = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l5d_tunnel_refused_streams_total", ConstLabels: cl,
-		Help: "Connections or streams refused, by reason (no_session, open_failed, unknown_listener, dial_failed, draining, bad_header, unexpected_stream)."}, []string{"reason"})).(*prometheus.CounterVec)
-	for _, r := range []string{"no_session", "open_failed", "unknown_listener", "dial_failed", "draining", "bad_header"} {
+		Help: "Connections or streams refused, by reason (no_session, open_failed, unknown_listener, dial_failed, draining, bad_header, unexpected_stream, stream_limit: over --max-streams)."}, []string{"reason"})).(*prometheus.CounterVec)
+	for _, r := range []string{"no_session", "open_failed", "unknown_listener", "dial_failed", "draining", "bad_header", reasonStreamLimit} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, l := range listeners {

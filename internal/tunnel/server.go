@@ -263,6 +263,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss := &serverSession{clientID: r.Header.Get(ClientIDHeader), remote: remote, sess: sess}
+	go watchStreamCap(sess, scfg.MaxStreams, s.m, s.log, "remote", remote)
 	replaced := s.addSession(ss)
 	s.log.Info("client session up", "session", ss.id, "remote", remote, "client_id", ss.clientID, "replaced", replaced)
 	// Clients never open streams; accepting here is how a dead session is
@@ -386,6 +387,11 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		if err = smux.WriteHeader(st, smux.Header{Listener: name}); err != nil {
 			_ = st.Close()
 		}
+	}
+	if errors.Is(err, smux.ErrStreamLimit) {
+		// Counted and logged once per interval by watchStreamCap.
+		_ = c.Close()
+		return
 	}
 	if err != nil {
 		s.m.refused.WithLabelValues("open_failed").Inc()

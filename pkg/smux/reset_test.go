@@ -282,3 +282,44 @@ func TestResetNotNegotiated(t *testing.T) {
 		t.Fatal("RST without the extension did not end the session")
 	}
 }
+
+// blockingWriter accepts one Write and then blocks until released.
+type blockingWriter struct {
+	first   chan struct{}
+	release chan struct{}
+	n       int
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	if w.n == 0 {
+		close(w.first)
+	}
+	w.n++
+	<-w.release
+	return 0, io.ErrClosedPipe
+}
+
+// TestCloseDuringStuckWriteToResets: WriteTo took the data but its writer is
+// stuck (a caller that stopped reading); Close must reset, not FIN, or the
+// far writer waits forever for window.
+func TestCloseDuringStuckWriteToResets(t *testing.T) {
+	ss, cs := sessionPair(t, resetConfig())
+	s, c := openPair(t, ss, cs)
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(make([]byte, 4<<20)); werr <- err }()
+	within(t, 10*time.Second, "window full", func() int {
+		for s.Buffered() < initialWindow-1 { // openPair read one byte
+			time.Sleep(time.Millisecond)
+		}
+		return 0
+	})
+	bw := &blockingWriter{first: make(chan struct{}), release: make(chan struct{})}
+	go func() { _, _ = s.WriteTo(bw) }()
+	within(t, 10*time.Second, "WriteTo", func() int { <-bw.first; return 0 })
+	_ = s.Close()
+	close(bw.release)
+	err := within(t, 10*time.Second, "far Write", func() error { return <-werr })
+	if !errors.Is(err, ErrReset) {
+		t.Fatalf("far Write = %v, want ErrReset", err)
+	}
+}

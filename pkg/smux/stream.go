@@ -438,7 +438,9 @@ func (st *Stream) Close() error {
 		return nil
 	}
 	st.closed = true
-	unread := st.rq.n > 0
+	// Unread counts data a WriteTo took but has not delivered yet: its
+	// writer is stuck, and the peer may be waiting for window.
+	unread := st.rw.received != st.rw.consumed
 	st.rq.free()
 	if !st.removed && st.resetErr == nil {
 		switch {
