@@ -12,6 +12,10 @@
 // the data, with the same delay; a reset (or a failed write) resets both
 // sides.
 //
+// A second bound, MaxInFlightTotal, caps what the whole relay holds, so that
+// many connections (e.g. 32 parallel downloads) share one buffer the way
+// flows share a link's queue instead of each holding MaxInFlight.
+//
 // What it does not model: the sender's TCP sees a loopback peer (its ACKs and
 // congestion window are not delayed; its bytes are buffered by the relay, up
 // to MaxInFlight), there is no loss, and the TCP handshake with the relay is
@@ -33,6 +37,10 @@ import (
 // and direction: at 25 ms one way it allows 2.5 GiB/s.
 const DefaultMaxInFlight = 64 << 20
 
+// DefaultMaxInFlightTotal is the default bound on the bytes held by the
+// whole relay, all connections and directions together.
+const DefaultMaxInFlightTotal = 256 << 20
+
 const (
 	readSize  = 256 << 10 // one read from the source socket
 	copyBelow = readSize / 2
@@ -47,6 +55,9 @@ type Config struct {
 	// MaxInFlight bounds the bytes held per connection and direction
 	// (0: DefaultMaxInFlight). The memory held is at most about twice that.
 	MaxInFlight int
+	// MaxInFlightTotal bounds the bytes held by the relay, all connections
+	// and directions together (0: DefaultMaxInFlightTotal).
+	MaxInFlightTotal int
 	// DialTimeout bounds the dial to the target (0: 5 s).
 	DialTimeout time.Duration
 }
@@ -56,6 +67,7 @@ type Relay struct {
 	ln     net.Listener
 	target string
 	cfg    Config
+	total  *budget
 
 	mu     sync.Mutex
 	pairs  map[*pair]struct{}
@@ -71,8 +83,11 @@ func Listen(addr, target string, cfg Config) (*Relay, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	if cfg.MaxInFlight < 0 {
-		return nil, fmt.Errorf("delayline: negative max in flight %d", cfg.MaxInFlight)
+	if cfg.MaxInFlightTotal == 0 {
+		cfg.MaxInFlightTotal = DefaultMaxInFlightTotal
+	}
+	if cfg.MaxInFlight < 0 || cfg.MaxInFlightTotal < 0 {
+		return nil, fmt.Errorf("delayline: negative max in flight %d / %d", cfg.MaxInFlight, cfg.MaxInFlightTotal)
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -82,6 +97,8 @@ func Listen(addr, target string, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("delayline: listen %s: %w", addr, err)
 	}
 	r := &Relay{ln: ln, target: target, cfg: cfg, pairs: map[*pair]struct{}{}}
+	r.total = &budget{max: cfg.MaxInFlightTotal}
+	r.total.cond.L = &r.total.mu
 	r.wg.Add(1)
 	go r.acceptLoop()
 	return r, nil
@@ -132,8 +149,8 @@ func (r *Relay) handle(a *net.TCPConn) {
 		return
 	}
 	p := &pair{a: a, b: u.(*net.TCPConn)}
-	p.lines[0] = newLine(p.a, p.b, r.cfg)
-	p.lines[1] = newLine(p.b, p.a, r.cfg)
+	p.lines[0] = newLine(p.a, p.b, r.cfg, r.total)
+	p.lines[1] = newLine(p.b, p.a, r.cfg, r.total)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -228,6 +245,39 @@ type chunk struct {
 	buf  *[]byte // pooled buffer behind data, if any
 }
 
+// budget is the relay-wide bound on held bytes.
+type budget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	used int
+	max  int
+}
+
+// wait blocks while the relay holds its maximum, unless l is stopped.
+func (b *budget) wait(l *line) {
+	b.mu.Lock()
+	for b.used >= b.max && !l.isStopped() {
+		b.cond.Wait()
+	}
+	b.mu.Unlock()
+}
+
+func (b *budget) add(n int) {
+	b.mu.Lock()
+	b.used += n
+	b.mu.Unlock()
+	if n < 0 {
+		b.cond.Broadcast()
+	}
+}
+
+// wake lets waiters re-check whether their line was stopped.
+func (b *budget) wake() {
+	b.mu.Lock()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
 var pool = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
 
 // line is one direction: bytes read from src wait in q until due, then go
@@ -236,6 +286,7 @@ type line struct {
 	src, dst *net.TCPConn
 	delay    time.Duration
 	max      int
+	total    *budget
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -244,24 +295,36 @@ type line struct {
 	stopped  bool
 }
 
-func newLine(src, dst *net.TCPConn, cfg Config) *line {
-	l := &line{src: src, dst: dst, delay: cfg.Delay, max: cfg.MaxInFlight}
+func newLine(src, dst *net.TCPConn, cfg Config, total *budget) *line {
+	l := &line{src: src, dst: dst, delay: cfg.Delay, max: cfg.MaxInFlight, total: total}
 	l.cond.L = &l.mu
 	return l
 }
 
-// stop wakes both loops and drops the queue.
+// stop wakes both loops and drops the queue. A batch being written stays
+// counted until the writer is done with it.
 func (l *line) stop() {
 	l.mu.Lock()
 	l.stopped = true
+	queued := 0
 	for _, c := range l.q {
+		queued += len(c.data)
 		if c.buf != nil {
 			pool.Put(c.buf)
 		}
 	}
-	l.q, l.inFlight = nil, 0
+	l.q = nil
+	l.inFlight -= queued
 	l.cond.Broadcast()
 	l.mu.Unlock()
+	l.total.add(-queued)
+	l.total.wake()
+}
+
+func (l *line) isStopped() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopped
 }
 
 func (l *line) push(c chunk) bool {
@@ -272,6 +335,7 @@ func (l *line) push(c chunk) bool {
 	}
 	l.q = append(l.q, c)
 	l.inFlight += len(c.data)
+	l.total.add(len(c.data))
 	l.cond.Broadcast()
 	return true
 }
@@ -287,6 +351,7 @@ func (l *line) readLoop() {
 		if stopped {
 			return
 		}
+		l.total.wait(l)
 		bp := pool.Get().(*[]byte)
 		n, err := l.src.Read(*bp)
 		due := time.Now().Add(l.delay)
@@ -378,13 +443,14 @@ func (l *line) writeLoop(p *pair) {
 			}
 			batch[i] = chunk{}
 		}
-		if err != nil {
-			p.abort()
-			return
-		}
 		l.mu.Lock()
 		l.inFlight -= size
 		l.cond.Broadcast()
 		l.mu.Unlock()
+		l.total.add(-size)
+		if err != nil {
+			p.abort()
+			return
+		}
 	}
 }

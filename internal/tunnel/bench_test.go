@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -538,15 +539,17 @@ func selfCPU() float64 {
 
 // BenchmarkNonReaders250 (issue 11): 250 callers each send 4 MB to an echo
 // service through the tunnel and never read (see TestNonReadersDoNotStall).
-// From the moment they are connected until their traffic has backed up
-// (plus a second; at most 20 s), fresh connections make a 64-byte echo one
-// after another: p50, p99 and max of those echoes, how many timed out (5 s
-// each; the run stops after two), how many of the 250 were refused or
-// broken, and the RSS (peak and at the end) of server+client.
+// From the moment they are connected, fresh connections make a 64-byte
+// echo one after another, for at least 10 s and until the non-readers'
+// traffic has backed up (the echo service quiet for a second; at most 25 s):
+// p50, p99 and max of those echoes, how many timed out (5 s each; the run
+// stops after two), how many of the 250 were refused or broken, and the
+// RSS (peak and at the end) of server+client.
 func BenchmarkNonReaders250(b *testing.B) {
 	const (
 		probeLimit = 5 * time.Second
-		maxProbing = 20 * time.Second
+		minProbing = 10 * time.Second
+		maxProbing = 25 * time.Second
 	)
 	for i := 0; i < b.N; i++ {
 		ec := startCountingEcho(b)
@@ -557,22 +560,16 @@ func BenchmarkNonReaders250(b *testing.B) {
 		}
 		bt.resetPeakRSS()
 		ns := startNonReaders(b, addr, nonReaders)
-		settled := make(chan struct{})
+		start := time.Now()
+		var settled atomic.Bool
 		go func() {
-			ec.settle(500*time.Millisecond, maxProbing)
-			time.Sleep(time.Second)
-			close(settled)
+			time.Sleep(minProbing - time.Second)
+			_, ok := ec.settle(time.Second, maxProbing-minProbing)
+			settled.Store(ok)
 		}()
 		var lat []time.Duration
 		timeouts := 0
-		deadline := time.Now().Add(maxProbing)
-	probing:
-		for timeouts < 2 && time.Now().Before(deadline) {
-			select {
-			case <-settled:
-				break probing
-			default:
-			}
+		for timeouts < 2 && time.Since(start) < maxProbing && !settled.Load() {
 			d, err := freshEcho(addr, probeLimit)
 			if err != nil {
 				timeouts++
