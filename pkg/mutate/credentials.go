@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -13,11 +14,18 @@ import (
 )
 
 // credentialsRewriter points the kubeconfig of a credentials Secret at the
-// binding's api port. Errors and warnings never quote the kubeconfig.
+// binding's api port. client-go reads and validates the kubeconfig (as
+// Linkerd's service mirror will read it); the edit changes only the bytes of
+// server and tls-server-name of the current context's cluster entry (see
+// kubeconfigDoc), and restore edits them back, so a kubeconfig comes back
+// byte for byte. Errors and warnings never quote the kubeconfig.
 type credentialsRewriter struct {
-	data    map[string]interface{}
-	config  *clientcmdapi.Config
-	cluster *clientcmdapi.Cluster
+	data        map[string]interface{}
+	raw         []byte
+	config      *clientcmdapi.Config
+	cluster     *clientcmdapi.Cluster
+	clusterName string
+	doc         *kubeconfigDoc // parsed when first needed
 }
 
 var credentialsFields = []field{
@@ -49,6 +57,7 @@ func (c *credentialsRewriter) read(u *unstructured.Unstructured) (values, error)
 	if err != nil {
 		return nil, fmt.Errorf("data.%s is not valid base64", LinkerdKubeconfigKey)
 	}
+	c.raw = kc
 	// The parse error is not quoted: it may contain pieces of the Secret.
 	if c.config, err = clientcmd.Load(kc); err != nil {
 		return nil, fmt.Errorf("data.%s does not parse as a kubeconfig", LinkerdKubeconfigKey)
@@ -63,14 +72,33 @@ func (c *credentialsRewriter) read(u *unstructured.Unstructured) (values, error)
 	if c.cluster, ok = c.config.Clusters[ctx.Cluster]; !ok || c.cluster == nil {
 		return nil, fmt.Errorf("the kubeconfig in data.%s has no cluster named by its current context", LinkerdKubeconfigKey)
 	}
+	c.clusterName = ctx.Cluster
 	v := values{}
+	// client-go reads an empty string as absent; a quoted "" in the document
+	// is reported as present so that restore writes it back.
 	if c.cluster.Server != "" {
 		v[FieldServer] = present(c.cluster.Server)
+	} else if c.document().emptyString(FieldServer) {
+		v[FieldServer] = present("")
 	}
 	if c.cluster.TLSServerName != "" {
 		v[FieldTLSServerName] = present(c.cluster.TLSServerName)
+	} else if c.document().emptyString(FieldTLSServerName) {
+		v[FieldTLSServerName] = present("")
 	}
 	return v, nil
+}
+
+// document returns the parsed document (one without the cluster entry when
+// it does not parse as YAML).
+func (c *credentialsRewriter) document() *kubeconfigDoc {
+	if c.doc == nil {
+		var err error
+		if c.doc, err = parseKubeconfigDoc(c.raw, c.clusterName); err != nil {
+			c.doc = &kubeconfigDoc{src: c.raw}
+		}
+	}
+	return c.doc
 }
 
 func (c *credentialsRewriter) tunnel(b *Binding, opts Options, orig values) (values, error) {
@@ -94,22 +122,40 @@ func (c *credentialsRewriter) tunnel(b *Binding, opts Options, orig values) (val
 }
 
 func (c *credentialsRewriter) write(u *unstructured.Unstructured, v values) error {
-	for key, x := range v {
-		switch key {
-		case FieldServer:
-			c.cluster.Server = x.text
-		case FieldTLSServerName:
-			c.cluster.TLSServerName = x.text
-		default:
-			return fmt.Errorf("internal error: unknown credentials field %q", key)
+	// In the order of the fields, so that the edit does not depend on map order.
+	set := make([]keyValue, 0, len(v))
+	for _, f := range credentialsFields {
+		if x, ok := v[f.key]; ok {
+			set = append(set, keyValue{f.key, x})
 		}
 	}
-	kc, err := clientcmd.Write(*c.config)
-	if err != nil {
-		return fmt.Errorf("cannot serialize the rewritten kubeconfig of data.%s", LinkerdKubeconfigKey)
+	if len(set) != len(v) {
+		return fmt.Errorf("internal error: unknown credentials field")
 	}
-	c.data[LinkerdKubeconfigKey] = base64.StdEncoding.EncodeToString(kc)
-	return nil
+	for _, kv := range set {
+		switch kv.key {
+		case FieldServer:
+			c.cluster.Server = kv.v.text
+		case FieldTLSServerName:
+			c.cluster.TLSServerName = kv.v.text
+		}
+	}
+	// The edit keeps the style of the values it replaces. When client-go
+	// does not read the result as the wanted kubeconfig (a plain value that
+	// YAML 1.1 reads as a boolean or a number, such as a host named "on"),
+	// it is tried again with one value, then both, double-quoted.
+	doc := c.document()
+	for quote := uint(0); quote < 1<<len(set); quote++ {
+		kc, err := doc.edit(set, quote)
+		if err != nil {
+			break
+		}
+		if got, err := clientcmd.Load(kc); err == nil && reflect.DeepEqual(got, c.config) {
+			c.data[LinkerdKubeconfigKey] = base64.StdEncoding.EncodeToString(kc)
+			return nil
+		}
+	}
+	return fmt.Errorf("the cluster entry of the current context in data.%s cannot be edited in place (server and tls-server-name must be one-line values of that entry, without alias, anchor, tag or merge key, in an entry no other cluster shares)", LinkerdKubeconfigKey)
 }
 
 // serverHost returns the host name or IP of a kubeconfig server URL (a bare

@@ -223,6 +223,10 @@ func FuzzMutate(f *testing.F) {
 			}
 			if changed && bb != nil {
 				checkComplete(t, "fuzz", kind, out, bb)
+				if _, marked := in.GetAnnotations()[AnnotationRewrittenFor]; kind == KindCredentials && !marked {
+					// restore(rewrite(x)) gives back x's kubeconfig bytes
+					checkKubeconfigKept(t, in, out)
+				}
 			}
 			for _, w := range warnings {
 				if strings.Contains(w, "left unchanged") && changed {
