@@ -293,6 +293,10 @@ func (lt *linkTest) checkOriginal(got *linkObjects) []string {
 			continue
 		}
 		okc, _ := secretKubeconfig(orig.secrets[i])
+		if string(kc) != string(okc) {
+			// Restore edits server and tls-server-name back in place.
+			p = append(p, fmt.Sprintf("Secret %s/%s: kubeconfig is not the original byte for byte", s.GetNamespace(), s.GetName()))
+		}
 		gcfg, err1 := clientcmd.Load(kc)
 		ocfg, err2 := clientcmd.Load(okc)
 		if err1 != nil || err2 != nil {

@@ -363,11 +363,12 @@ func originalErr(orig, stored *unstructured.Unstructured) error {
 			return fmt.Errorf("probe Service %s/%s has type %q, want ClusterIP", stored.GetNamespace(), stored.GetName(), typ)
 		}
 	case mutate.KindCredentials:
-		// Restoring re-serializes the kubeconfig: compare what it says.
+		// Restoring edits server and tls-server-name back in place: the
+		// kubeconfig is the original byte for byte (never printed).
 		o, _, _ := unstructured.NestedString(orig.Object, "data", "kubeconfig")
 		s, _, _ := unstructured.NestedString(stored.Object, "data", "kubeconfig")
-		if ok, err := sameServer(o, s); err != nil || !ok {
-			return fmt.Errorf("Secret %s/%s: kubeconfig server differs from the original (%v)", stored.GetNamespace(), stored.GetName(), err)
+		if o != s {
+			return fmt.Errorf("Secret %s/%s: kubeconfig is not the original byte for byte", stored.GetNamespace(), stored.GetName())
 		}
 		paths = [][]string{{"type"}}
 	}
@@ -392,31 +393,6 @@ func originalErr(orig, stored *unstructured.Unstructured) error {
 		}
 	}
 	return nil
-}
-
-// sameServer compares server and tls-server-name of the current context of
-// two base64 kubeconfigs (and that the rest decodes), never printing them.
-func sameServer(a, b string) (bool, error) {
-	if a == b {
-		return true, nil
-	}
-	var cs [2]*clientcmdapi.Cluster
-	for i, x := range []string{a, b} {
-		raw, err := base64.StdEncoding.DecodeString(x)
-		if err != nil {
-			return false, fmt.Errorf("kubeconfig %d is not base64", i)
-		}
-		cfg, err := clientcmd.Load(raw)
-		if err != nil || cfg.Contexts[cfg.CurrentContext] == nil {
-			return false, fmt.Errorf("kubeconfig %d does not load", i)
-		}
-		cs[i] = cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
-		if cs[i] == nil {
-			return false, fmt.Errorf("kubeconfig %d has no current cluster", i)
-		}
-	}
-	return cs[0].Server == cs[1].Server && cs[0].TLSServerName == cs[1].TLSServerName &&
-		string(cs[0].CertificateAuthorityData) == string(cs[1].CertificateAuthorityData), nil
 }
 
 func portNumbers(v interface{}) []interface{} {
@@ -660,6 +636,13 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 	fc := newCase("late")
 	we.namespaces(t, true, fc.mcNS, fc.l5dNS)
 	objs := fc.transform(t, "version-2.17", "link.yaml") // a v1alpha2 Link
+	// A hand-edited kubeconfig: comments and fields client-go does not know
+	// are kept through rewrite and restore.
+	for _, o := range objs {
+		if k, _ := mutate.Classify(o); k == mutate.KindCredentials {
+			_ = unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString([]byte(handEdited(t, o))), "data", "kubeconfig")
+		}
+	}
 	if w := we.apply(t, toYAML(t, objs)); len(w) > 0 {
 		t.Errorf("warnings on apply: %q", w)
 	}
@@ -674,7 +657,20 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 	for _, o := range links {
 		kind, _ := mutate.Classify(o)
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
-			return rewrittenErr(kind, we.get(t, o), b)
+			got := we.get(t, o)
+			if err := rewrittenErr(kind, got, b); err != nil {
+				return err
+			}
+			if kind == mutate.KindCredentials {
+				enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
+				kc, _ := base64.StdEncoding.DecodeString(enc)
+				for _, keep := range []string{"# hand-edited", "someFutureField: {a: 1}", "someExtension: keep-me"} {
+					if !strings.Contains(string(kc), keep) {
+						return fmt.Errorf("Secret %s/%s: the rewrite dropped %q", got.GetNamespace(), got.GetName(), keep)
+					}
+				}
+			}
+			return nil
 		})
 	}
 
@@ -706,6 +702,24 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 			return originalErr(o, we.get(t, o))
 		})
 	}
+}
+
+// handEdited returns the kubeconfig of a credentials Secret with a comment,
+// an unknown cluster field and an unknown user field added.
+func handEdited(t testing.TB, o *unstructured.Unstructured) string {
+	t.Helper()
+	enc, _, _ := unstructured.NestedString(o.Object, "data", "kubeconfig")
+	kc, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(kc), "current-context:", "# hand-edited\ncurrent-context:", 1)
+	out = strings.Replace(out, "    server:", "    someFutureField: {a: 1}\n    server:", 1)
+	out = strings.Replace(out, "  user:\n", "  user:\n    someExtension: keep-me\n", 1)
+	if strings.Count(out, "\n") != strings.Count(string(kc), "\n")+3 {
+		t.Fatalf("fixture kubeconfig has an unexpected layout")
+	}
+	return out
 }
 
 // testUntrusted: a binding in a namespace the webhook does not trust must
@@ -888,7 +902,20 @@ func TestLeastPrivilege(t *testing.T) {
 	for _, o := range links {
 		kind, _ := mutate.Classify(o)
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
-			return rewrittenErr(kind, we.get(t, o), b)
+			got := we.get(t, o)
+			if err := rewrittenErr(kind, got, b); err != nil {
+				return err
+			}
+			if kind == mutate.KindCredentials {
+				enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
+				kc, _ := base64.StdEncoding.DecodeString(enc)
+				for _, keep := range []string{"# hand-edited", "someFutureField: {a: 1}", "someExtension: keep-me"} {
+					if !strings.Contains(string(kc), keep) {
+						return fmt.Errorf("Secret %s/%s: the rewrite dropped %q", got.GetNamespace(), got.GetName(), keep)
+					}
+				}
+			}
+			return nil
 		})
 	}
 	eventually(t, 30*time.Second, "forbidden namespace logged", func() error {
