@@ -228,8 +228,14 @@ func startRelayPair(b *testing.B, target string) (string, *benchTunnel) {
 
 // cpuSeconds is utime+stime of the server and client processes.
 func (bt *benchTunnel) cpuSeconds(b *testing.B) float64 {
-	total := 0.0
-	for _, c := range []*exec.Cmd{bt.srv, bt.cli} {
+	srv, cli := bt.procCPU(b)
+	return srv + cli
+}
+
+// procCPU is utime+stime of the server and of the client, in seconds.
+func (bt *benchTunnel) procCPU(b *testing.B) (srv, cli float64) {
+	var secs [2]float64
+	for i, c := range []*exec.Cmd{bt.srv, bt.cli} {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
 		if err != nil {
 			b.Fatal(err)
@@ -238,9 +244,9 @@ func (bt *benchTunnel) cpuSeconds(b *testing.B) float64 {
 		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 		ut, _ := strconv.ParseFloat(fields[11], 64)
 		st, _ := strconv.ParseFloat(fields[12], 64)
-		total += (ut + st) / 100 // USER_HZ
+		secs[i] = (ut + st) / 100 // USER_HZ
 	}
-	return total
+	return secs[0], secs[1]
 }
 
 // statusKiB reads a VmXXX line of /proc/PID/status for both processes, summed.

@@ -1,10 +1,14 @@
 package tunnel
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +27,9 @@ import (
 // (TUNNEL_WAN_WARMUP, default 2 s; its rate is reported as the ramp) and
 // then a measured window (TUNNEL_WAN_WINDOW, default 3 s) whose bytes,
 // counted where they arrive, give the steady rate. TUNNEL_WAN_RTTS lists the
-// round trips (default "50ms,100ms").
+// round trips (default "0s,50ms,100ms": 0s runs the same delay line without
+// delay, the CPU-bound ceiling of this machine that the other ratios are
+// read against).
 
 // wanUpstreams are the home-side services of the WAN benchmark.
 type wanUpstreams struct {
@@ -75,13 +81,42 @@ func envDuration(b *testing.B, key string, def time.Duration) time.Duration {
 	return d
 }
 
-// wanRate is one timed transfer's result, in MiB/s.
-type wanRate struct{ ramp, steady float64 }
+// wanRate is one timed transfer's result: MiB/s during the warm-up and
+// during the window, and (through the tunnel) the CPU share the server and
+// the client used during the window (1 = one core; with the default
+// --max-procs 1 a process near 1 is CPU-bound, not window-bound).
+//
+// runqWait is how long the two processes' threads waited for a CPU while
+// runnable, per second (from /proc/PID/task/*/schedstat): well above 0, the
+// shared machine starved the tunnel and its figure says little about its
+// flow control.
+type wanRate struct{ ramp, steady, srvCPU, cliCPU, runqWait float64 }
+
+// runqSeconds sums the run-queue wait of every thread of the server and
+// client processes, in seconds.
+func (bt *benchTunnel) runqSeconds() float64 {
+	total := 0.0
+	for _, c := range []*exec.Cmd{bt.srv, bt.cli} {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", c.Process.Pid))
+		for _, p := range tasks {
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				continue // the thread is gone
+			}
+			if f := strings.Fields(string(raw)); len(f) >= 2 {
+				ns, _ := strconv.ParseFloat(f[1], 64)
+				total += ns / 1e9
+			}
+		}
+	}
+	return total
+}
 
 // wanTransfer runs streams parallel transfers to addr (uploads to the sink
-// or downloads from the source) for warm+window and returns the rate during
-// the warm-up and during the window. The connections are reset at the end.
-func wanTransfer(b *testing.B, up *wanUpstreams, addr string, upload bool, streams int, warm, window time.Duration) wanRate {
+// or downloads from the source) for warm+window and returns the rates; bt,
+// if not nil, is the tunnel whose CPU is sampled. The connections are reset
+// at the end.
+func wanTransfer(b *testing.B, up *wanUpstreams, addr string, bt *benchTunnel, upload bool, streams int, warm, window time.Duration) wanRate {
 	count := new(atomic.Int64)
 	if upload {
 		up.sinkCount.Store(count)
@@ -111,18 +146,33 @@ func wanTransfer(b *testing.B, up *wanUpstreams, addr string, upload bool, strea
 			}
 		})
 	}
+	var s1, c1, q1, s2, c2, q2 float64
 	time.Sleep(warm)
 	t1, n1 := time.Now(), count.Load()
+	if bt != nil {
+		s1, c1 = bt.procCPU(b)
+		q1 = bt.runqSeconds()
+	}
 	time.Sleep(window)
 	t2, n2 := time.Now(), count.Load()
+	if bt != nil {
+		s2, c2 = bt.procCPU(b)
+		q2 = bt.runqSeconds()
+	}
 	for _, c := range conns {
 		_ = c.SetLinger(0)
 		_ = c.Close()
 	}
 	wg.Wait()
+	w := t2.Sub(t1).Seconds()
 	return wanRate{
 		ramp:   float64(n1) / mib / t1.Sub(t0).Seconds(),
-		steady: float64(n2-n1) / mib / t2.Sub(t1).Seconds(),
+		steady: float64(n2-n1) / mib / w,
+		srvCPU: (s2 - s1) / w,
+		cliCPU: (c2 - c1) / w,
+		// A thread that ended in the window drops out of the sum; the
+		// tunnel's long-lived threads dominate it.
+		runqWait: max(q2-q1, 0) / w,
 	}
 }
 
@@ -133,7 +183,7 @@ func wanTransfer(b *testing.B, up *wanUpstreams, addr string, upload bool, strea
 func BenchmarkWAN(b *testing.B) {
 	warm := envDuration(b, "TUNNEL_WAN_WARMUP", 2*time.Second)
 	window := envDuration(b, "TUNNEL_WAN_WINDOW", 3*time.Second)
-	rtts := "50ms,100ms"
+	rtts := "0s,50ms,100ms"
 	if v := os.Getenv("TUNNEL_WAN_RTTS"); v != "" {
 		rtts = v
 	}
@@ -174,19 +224,24 @@ func benchWAN(b *testing.B, rtt, warm, window time.Duration) {
 			var tun, dir wanRate
 			var peak float64
 			for i := 0; i < b.N; i++ {
-				d := wanTransfer(b, up, direct[key], tc.upload, tc.streams, warm, window)
+				d := wanTransfer(b, up, direct[key], nil, tc.upload, tc.streams, warm, window)
 				pause()
 				bt.resetPeakRSS()
-				t := wanTransfer(b, up, bt.listeners[key], tc.upload, tc.streams, warm, window)
+				t := wanTransfer(b, up, bt.listeners[key], bt, tc.upload, tc.streams, warm, window)
 				peak = max(peak, bt.statusKiB(b, "VmHWM")/1024)
 				pause()
 				tun.ramp, tun.steady = tun.ramp+t.ramp, tun.steady+t.steady
+				tun.srvCPU, tun.cliCPU = tun.srvCPU+t.srvCPU, tun.cliCPU+t.cliCPU
+				tun.runqWait += t.runqWait
 				dir.ramp, dir.steady = dir.ramp+d.ramp, dir.steady+d.steady
 			}
 			n := float64(b.N)
 			reportRatio(b, "MiB/s", tun.steady/n, dir.steady/n)
 			b.ReportMetric(tun.ramp/n, "tunnel-ramp-MiB/s")
 			b.ReportMetric(dir.ramp/n, "direct-ramp-MiB/s")
+			b.ReportMetric(tun.srvCPU/n, "server-CPU")
+			b.ReportMetric(tun.cliCPU/n, "client-CPU")
+			b.ReportMetric(tun.runqWait/n, "tunnel-runq-wait")
 			if tc.streams > 1 {
 				b.ReportMetric(peak, "peak-RSS-MiB")
 			}

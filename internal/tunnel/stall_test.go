@@ -216,11 +216,14 @@ func isConnRefusal(err error) bool {
 
 // TestNonReadersDoNotStall (issue 11; issue 8 item 6): with the default
 // settings, 250 callers each send 4 MB to an echo service through the
-// tunnel and never read the echo. Beside them, a fresh connection's 64-byte
-// echo must still complete promptly (the bound, 2 s, only detects a stall:
-// latency is BenchmarkNonReaders250's business), and none of the 250 may be
-// refused: each gets its own echo back once it reads. Usually about 10 s;
-// bounded to about a minute when everything times out.
+// tunnel and never read the echo. Once their traffic has backed up (the
+// echo service quiet for a second), a fresh connection's 64-byte echo must
+// still complete (the 2 s bound only detects a stall; latency, also while
+// the 250 are still moving their bytes, is BenchmarkNonReaders250's
+// business), and none of the 250 may be refused: each gets its own echo
+// back once it reads. The backing up moves about 2 GB through the tunnel:
+// about 10 s on an idle 2-core machine, 25 s on a loaded one, bounded at
+// 40 s; the whole test is bounded at about 80 s when everything times out.
 func TestNonReadersDoNotStall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("250 connections sending 4 MB each: skipped with -short")
@@ -247,10 +250,11 @@ func TestNonReadersDoNotStall(t *testing.T) {
 	waitFor(t, "every non-reader at the echo service", 10*time.Second, func() bool {
 		return ec.accepted.Load() >= nonReaders+1
 	})
-	// Let their traffic back up (probing while it still flows is a valid
-	// check too, so an unsettled run goes on after the bound).
+	// Let their traffic back up. While it flows, every goroutine of this
+	// process competes for the CPU, which says nothing about the tunnel; an
+	// unsettled run still probes after the bound.
 	t0 := time.Now()
-	echoed, settled := ec.settle(500*time.Millisecond, 10*time.Second)
+	echoed, settled := ec.settle(time.Second, 40*time.Second)
 	t.Logf("%d non-readers connected; the echo service echoed %d of %d bytes (settled: %v after %v)",
 		nonReaders, echoed, int64(nonReaders)*nonReaderSend, settled, time.Since(t0).Round(time.Millisecond))
 
