@@ -39,6 +39,9 @@ type Client struct {
 	sess *smux.Session
 
 	conns connSet
+	// ending tracks sessions whose relays are still delivering what they
+	// received before the session ended (connSet.endSession).
+	ending sync.WaitGroup
 }
 
 // NewClient checks cfg and prepares a client.
@@ -214,6 +217,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 	c.setReady(true)
 	go watchStreamCap(sess, scfg.MaxStreams, c.m, c.log, "server", c.cfg.ServerURL)
 	c.log.Info("session up", "server", c.cfg.ServerURL, "remote", ws.RemoteAddr().String())
+	pipes := &connSet{}
 	acceptDone := make(chan error, 1)
 	go func() {
 		for {
@@ -222,15 +226,17 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 				acceptDone <- err
 				return
 			}
-			go c.handleStream(st)
+			go c.handleStream(st, sess, pipes)
 		}
 	}()
 	select {
 	case reason := <-acceptDone:
 		c.setReady(false)
 		c.m.sessions.Set(0)
-		_ = sess.Close()
-		c.log.Warn("session down", "reason", reason.Error())
+		c.log.Warn("session down", "reason", reason.Error(), "open_streams", pipes.count())
+		// Relays on the session deliver what they received, then end;
+		// the next session does not wait for them.
+		c.ending.Go(func() { pipes.endSession(sess, c.cfg.Session.KeepAliveTimeout) })
 	case <-ctx.Done():
 		// Shutting down: keep the session for drain, which closes it.
 	}
@@ -244,7 +250,7 @@ func (c *Client) refuse(st *smux.Stream, r smux.Reply) {
 	_ = st.Close()
 }
 
-func (c *Client) handleStream(st *smux.Stream) {
+func (c *Client) handleStream(st *smux.Stream, sess *smux.Session, pipes *connSet) {
 	if c.draining.Load() {
 		c.refuse(st, smux.ReplyDraining)
 		return
@@ -273,12 +279,18 @@ func (c *Client) handleStream(st *smux.Stream) {
 		c.refuse(st, smux.ReplyDialFailed)
 		return
 	}
-	if err := smux.WriteReply(st, smux.ReplyOK); err != nil {
-		_ = conn.Close()
+	p := &pipe{local: conn, st: st, sess: sess, lm: lm, pool: c.pool}
+	if !pipes.add(p) {
+		resetConn(conn)
 		_ = st.Close()
 		return
 	}
-	p := &pipe{local: conn, st: st, lm: lm, pool: c.pool}
+	defer pipes.remove(p)
+	if err := smux.WriteReply(st, smux.ReplyOK); err != nil {
+		resetConn(conn)
+		_ = st.Close()
+		return
+	}
 	c.conns.add(p)
 	defer c.conns.remove(p)
 	p.run()
@@ -301,5 +313,6 @@ func (c *Client) drain(grace time.Duration) {
 	if sess != nil {
 		_ = sess.Close()
 	}
+	c.ending.Wait()
 	c.log.Info("tunnel client stopped")
 }

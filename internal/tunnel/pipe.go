@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
@@ -29,23 +31,36 @@ func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
 
 // pipe forwards between a local TCP connection and a stream, both ways,
 // preserving half-close: EOF from the local socket becomes the stream's
-// CloseWrite (FIN) and the stream's EOF becomes the socket's CloseWrite. An
-// error in either direction closes both ends, and only them.
+// CloseWrite (FIN) and the stream's EOF becomes the socket's CloseWrite.
+//
+// A pipe ends in one of two ways. It finishes when both directions ended
+// with an EOF; both ends are then closed normally. It breaks on any other
+// error in either direction (the session died, the peer or the local side
+// aborted, the drain grace ran out): the local socket is then reset (RST,
+// SO_LINGER 0), never closed with a FIN, so a caller or upstream never
+// mistakes a cut transfer for a complete one, and the stream is closed.
 type pipe struct {
-	local     net.Conn
-	st        *smux.Stream
-	lm        *listenerMetrics
-	pool      *bufPool
-	abortOnce sync.Once
+	local net.Conn
+	st    *smux.Stream
+	sess  *smux.Session
+	lm    *listenerMetrics
+	pool  *bufPool
 	// awaitReply, when set, runs before the stream-to-socket direction
 	// (the server waits for the client's status byte there; the other
 	// direction already flows).
 	awaitReply func() error
+
+	failOnce sync.Once
+	broken   atomic.Bool
+	// sessionGone is set when the session under the stream ended: nothing
+	// read from the local socket can be delivered any more.
+	sessionGone atomic.Bool
 }
 
-// run blocks until both directions are done, then closes both ends. The
-// stream is closed (its FIN queued behind its data) before anything closes
-// the session, so no buffered byte is dropped.
+// run blocks until both directions are done, then closes both ends (or,
+// when the pipe broke, resets the local socket). The stream is closed (its
+// FIN queued behind its data) before anything closes the session, so no
+// buffered byte is dropped.
 func (p *pipe) run() {
 	p.lm.open.Inc()
 	p.lm.total.Inc()
@@ -54,23 +69,50 @@ func (p *pipe) run() {
 	go func() {
 		defer close(done)
 		if err := p.localToStream(); err != nil {
-			p.abort()
+			p.fail()
 		}
 	}()
 	if err := p.streamToLocal(); err != nil {
-		p.abort()
+		p.fail()
 	}
 	<-done
-	_ = p.st.Close()
-	_ = p.local.Close()
+	if !p.broken.Load() {
+		_ = p.st.Close()
+		_ = p.local.Close()
+	}
 }
 
-// abort closes both ends at once, unblocking the other direction.
-func (p *pipe) abort() {
-	p.abortOnce.Do(func() {
-		_ = p.local.Close()
+// fail breaks the pipe: the local socket is reset and the stream closed,
+// which also unblocks the other direction.
+func (p *pipe) fail() {
+	p.failOnce.Do(func() {
+		p.broken.Store(true)
+		resetConn(p.local)
 		_ = p.st.Close()
 	})
+}
+
+// abort breaks the pipe from outside (drain grace expired, session gone).
+func (p *pipe) abort() { p.fail() }
+
+// endSession tells the pipe that its session is gone. The socket-to-stream
+// direction can deliver nothing more, so it is woken and breaks the pipe
+// unless it already ended; the stream-to-socket direction first delivers
+// what the stream had received (the peer's FIN included, if it came).
+func (p *pipe) endSession() {
+	p.sessionGone.Store(true)
+	now := time.Now()
+	_ = p.local.SetReadDeadline(now)
+	_ = p.st.SetWriteDeadline(now)
+}
+
+// resetConn closes c with an RST instead of a FIN (SO_LINGER 0), so the peer
+// sees ECONNRESET rather than a normal end of stream.
+func resetConn(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 func (p *pipe) localToStream() error {
@@ -112,8 +154,25 @@ func (p *pipe) streamToLocal() error {
 	}
 	// Stream.WriteTo hands received frames straight to the socket: no copy
 	// buffer at all.
-	if _, err := p.st.WriteTo(countingWriter{p.local, p.lm}); err != nil {
-		return err
+	w := &countingWriter{w: p.local, lm: p.lm}
+	for {
+		n, err := p.st.WriteTo(w)
+		if err == nil {
+			break // the peer's FIN
+		}
+		if w.err != nil {
+			return w.err // the local socket failed
+		}
+		if n > 0 {
+			// After the peer's session went away, the window update that
+			// follows each delivered frame fails while received frames may
+			// still be buffered: keep delivering them.
+			continue
+		}
+		if !p.finished() {
+			return err
+		}
+		break
 	}
 	if cw, ok := p.local.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -121,14 +180,34 @@ func (p *pipe) streamToLocal() error {
 	return nil
 }
 
-type countingWriter struct {
-	w  io.Writer
-	lm *listenerMetrics
+// finished reports whether the stream ended cleanly even though reading it
+// returned an error with nothing left to deliver. xtaci/smux picks at random among the ready events when
+// a stream's buffer is empty, so after the peer's FIN a read may report the
+// session's transport error (the peer closed the session right after)
+// instead of io.EOF. A stream whose both sides sent their FIN is marked dead
+// by smux itself; if that happened while neither this pipe nor the session
+// closed it, the FIN came and the stream is complete.
+func (p *pipe) finished() bool {
+	select {
+	case <-p.st.GetDieCh():
+	default:
+		return false
+	}
+	return !p.broken.Load() && !p.sess.IsClosed()
 }
 
-func (c countingWriter) Write(b []byte) (int, error) {
+type countingWriter struct {
+	w   io.Writer
+	lm  *listenerMetrics
+	err error // the first write error
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.lm.out.Add(float64(n))
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 

@@ -54,6 +54,8 @@ type serverSession struct {
 	// draining is set when the client answered a stream with "draining"
 	// (it got SIGTERM): new connections then go to other sessions.
 	draining atomic.Bool
+	// pipes are the relays on this session; they end with it.
+	pipes connSet
 }
 
 // NewServer checks cfg and prepares a server; Start binds it.
@@ -278,9 +280,10 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.m.refused.WithLabelValues("unexpected_stream").Inc()
 		_ = st.Close()
 	}
-	_ = sess.Close()
 	s.removeSession(ss)
-	s.log.Info("client session down", "session", ss.id, "remote", remote, "reason", reason.Error())
+	s.log.Info("client session down", "session", ss.id, "remote", remote, "reason", reason.Error(),
+		"open_streams", ss.pipes.count())
+	ss.pipes.endSession(sess, s.cfg.Session.KeepAliveTimeout)
 }
 
 // addSession makes ss the preferred session for new streams and retires
@@ -399,7 +402,14 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		_ = c.Close()
 		return
 	}
-	p := &pipe{local: c, st: st, lm: lm, pool: s.pool}
+	p := &pipe{local: c, st: st, sess: ss.sess, lm: lm, pool: s.pool}
+	if !ss.pipes.add(p) {
+		s.m.refused.WithLabelValues("open_failed").Inc()
+		_ = st.Close()
+		_ = c.Close()
+		return
+	}
+	defer ss.pipes.remove(p)
 	s.conns.add(p)
 	defer s.conns.remove(p)
 	p.awaitReply = func() error {
@@ -426,20 +436,28 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 
 var errRefused = errors.New("stream refused by client")
 
-// connSet tracks forwarding pipes for drain.
+// connSet tracks forwarding pipes: every pipe of a process (for the drain)
+// and every pipe of one session (so they end with it).
 type connSet struct {
-	mu   sync.Mutex
-	m    map[*pipe]struct{}
-	zero chan struct{} // closed when m becomes empty after closeAll/wait starts
+	mu    sync.Mutex
+	m     map[*pipe]struct{}
+	zero  chan struct{} // closed when m becomes empty after closeAll/wait starts
+	ended bool          // the session is gone: add refuses new pipes
 }
 
-func (cs *connSet) add(p *pipe) {
+// add registers p; it reports false when the set was ended (the session is
+// gone), and then p must not run.
+func (cs *connSet) add(p *pipe) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	if cs.ended {
+		return false
+	}
 	if cs.m == nil {
 		cs.m = map[*pipe]struct{}{}
 	}
 	cs.m[p] = struct{}{}
+	return true
 }
 
 func (cs *connSet) remove(p *pipe) {
@@ -481,14 +499,38 @@ func (cs *connSet) wait(d time.Duration) bool {
 	}
 }
 
-func (cs *connSet) closeAll() {
+func (cs *connSet) snapshot() []*pipe {
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	ps := make([]*pipe, 0, len(cs.m))
 	for p := range cs.m {
 		ps = append(ps, p)
 	}
-	cs.mu.Unlock()
-	for _, p := range ps {
+	return ps
+}
+
+func (cs *connSet) closeAll() {
+	for _, p := range cs.snapshot() {
 		p.abort()
 	}
+}
+
+// endSession runs when the transport of a session is gone (the peer closed
+// it, died, or went silent past the keepalive timeout). No new pipe joins
+// the set. Each pipe still delivers what its stream had already received,
+// for at most linger, and breaks (resetting its local socket) unless the
+// peer's FIN came in both directions. Only then is the session closed,
+// which discards what is left in its buffers.
+func (cs *connSet) endSession(sess *smux.Session, linger time.Duration) {
+	cs.mu.Lock()
+	cs.ended = true
+	cs.mu.Unlock()
+	for _, p := range cs.snapshot() {
+		p.endSession()
+	}
+	if !cs.wait(linger) {
+		cs.closeAll()
+		cs.wait(5 * time.Second)
+	}
+	_ = sess.Close()
 }

@@ -1,0 +1,278 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// digest is the SHA-256 of the pattern of n bytes with seed.
+func digest(seed uint64, n int64) [32]byte {
+	h := sha256.New()
+	_, _ = io.Copy(h, patternReader(seed, n))
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// slowReader reads r in small chunks with a pause between them, so the
+// tunnel keeps data buffered for a while.
+type slowReader struct {
+	r     io.Reader
+	chunk int
+	pause time.Duration
+}
+
+func (s slowReader) Read(b []byte) (int, error) {
+	time.Sleep(s.pause)
+	return s.r.Read(b[:min(len(b), s.chunk)])
+}
+
+// isReset reports whether err is a connection reset (RST) as a caller sees
+// it.
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// TestClientDrainDeliversEverything: SIGTERM of the client (its drain)
+// while a slow caller is still reading an echo must not drop the tail that
+// is buffered in the tunnel: the caller gets every byte and then EOF.
+func TestClientDrainDeliversEverything(t *testing.T) {
+	const size = 4 << 20
+	s := startServer(t, serverConfig("gw"))
+	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+	conn := dial(t, s.ListenerAddr("gw"))
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	go func() {
+		_, _ = io.Copy(conn, patternReader(7, size))
+		_ = conn.CloseWrite()
+	}()
+	// Read the first bytes, then drain the client while the rest is in
+	// flight; the caller keeps reading slowly.
+	h := sha256.New()
+	if _, err := io.CopyN(h, conn, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stop() }()
+	n, err := io.Copy(h, slowReader{conn, 32 << 10, 2 * time.Millisecond})
+	n += 64 << 10
+	if err != nil || n != size {
+		t.Fatalf("caller got %d of %d bytes, err %v (a clean EOF after a short transfer is data loss)", n, size, err)
+	}
+	if want := digest(7, size); !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("echo differs from what was sent")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("client drain did not finish")
+	}
+}
+
+var _ net.Conn
+var _ = isReset
+
+// link is a TCP proxy between client and server that a test can cut, as a
+// kill -9 of either process or a dropped network link would: every
+// connection through it is reset at once.
+type link struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newLink(t testing.TB, target string) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &link{ln: ln}
+	t.Cleanup(func() { ln.Close(); l.cut() })
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, a, b)
+			l.mu.Unlock()
+			go func() { _, _ = io.Copy(a, b); a.Close() }()
+			go func() { _, _ = io.Copy(b, a); b.Close() }()
+		}
+	}()
+	return l
+}
+
+func (l *link) addr() string { return l.ln.Addr().String() }
+
+// cut resets every connection through the link.
+func (l *link) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		_ = c.(*net.TCPConn).SetLinger(0)
+		_ = c.Close()
+	}
+	l.conns = nil
+}
+
+// TestBrokenTransferResetsBothEnds: the session dies in the middle of an
+// upload and a download. The server resets its callers and the client resets
+// its upstreams: nobody sees a clean EOF for a transfer that was cut.
+func TestBrokenTransferResetsBothEnds(t *testing.T) {
+	const size = 256 << 20
+	sinkErr := make(chan error, 1)
+	sink := upstream(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		sinkErr <- err
+	})
+	source := upstream(t, func(c net.Conn) {
+		_, _ = io.Copy(c, patternReader(3, size))
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
+	})
+	s := startServer(t, serverConfig("sink", "source"))
+	l := newLink(t, s.Addr())
+	ccfg := clientConfig(s, map[string]string{"sink": sink, "source": source})
+	ccfg.ServerURL = "ws://" + l.addr() + TunnelPath
+	c, _ := startClient(t, ccfg)
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+
+	up := dial(t, s.ListenerAddr("sink"))
+	down := dial(t, s.ListenerAddr("source"))
+	_ = up.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = down.SetDeadline(time.Now().Add(30 * time.Second))
+	upErr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(up, patternReader(4, size))
+		if err == nil {
+			_ = up.CloseWrite()
+			_, err = io.Copy(io.Discard, up)
+			if err == nil {
+				err = io.EOF
+			}
+		}
+		upErr <- err
+	}()
+	if _, err := io.CopyN(io.Discard, down, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "upload under way", 10*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_bytes_total", "listener", "sink", "direction", "out") > 1<<20
+	})
+	l.cut()
+	n, err := io.Copy(io.Discard, down)
+	if !isReset(err) {
+		t.Errorf("download caller: %d more bytes then err %v; want a connection reset", n, err)
+	}
+	select {
+	case err := <-sinkErr:
+		if !isReset(err) {
+			t.Errorf("upload upstream ended with %v; want a connection reset", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("upload upstream still open")
+	}
+	select {
+	case err := <-upErr:
+		if !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("upload caller ended with %v; want a connection reset", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("upload caller still open")
+	}
+}
+
+// settledGoroutines waits until the goroutine count is back to at most
+// base+slack and fails the test when it does not get there.
+func settledGoroutines(t testing.TB, base, slack int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for runtime.NumGoroutine() > base+slack {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines %d, baseline %d: relays leaked\n%s", runtime.NumGoroutine(), base,
+				buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRelaysEndWithSession: callers half-close, the upstream stays silent
+// (reads, never answers, never closes), and the server dies. Every relay on
+// the client ends with the session: streams_open returns to 0 on a client
+// that has no session, each upstream sees a reset, and the goroutines return
+// to the baseline.
+func TestRelaysEndWithSession(t *testing.T) {
+	const n = 20
+	hold := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	defer release()
+	upErrs := make(chan error, n)
+	probe := make(chan struct{})
+	silent := upstream(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c) // the caller's half-close arrives
+		if err == nil {
+			// Silent until the relay is gone; then a reply must fail at
+			// once, which only a reset (not a FIN) makes it do.
+			<-probe
+			_, err = c.Write([]byte("late reply"))
+		}
+		upErrs <- err
+		<-hold
+	})
+	s := startServer(t, serverConfig("gw"))
+	l := newLink(t, s.Addr())
+	ccfg := clientConfig(s, map[string]string{"gw": silent})
+	ccfg.ServerURL = "ws://" + l.addr() + TunnelPath
+	ccfg.BackoffMin, ccfg.BackoffMax = time.Minute, time.Minute // stay down after the cut
+	c, _ := startClient(t, ccfg)
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+	base := runtime.NumGoroutine()
+	for i := 0; i < n; i++ {
+		conn := dial(t, s.ListenerAddr("gw"))
+		if _, err := conn.Write([]byte("request")); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.CloseWrite()
+	}
+	waitFor(t, "relays open", 10*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_streams_open", "listener", "gw") == n
+	})
+	l.cut()
+	waitFor(t, "client session down", 10*time.Second, func() bool { return metric(t, c.m, "l5d_tunnel_sessions") == 0 })
+	waitFor(t, "client relays ended", 20*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_streams_open", "listener", "gw") == 0
+	})
+	close(probe)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-upErrs:
+			if !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+				t.Errorf("upstream %d ended with %v; want a connection reset", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("upstream %d still open", i)
+		}
+	}
+	release()
+	settledGoroutines(t, base, 5)
+}
