@@ -117,6 +117,9 @@ func (e endpoints) Set(s string) error {
 
 func (e endpoints) Type() string { return "NAME=ADDR" }
 
+// maxProcs bounds --max-procs.
+const maxProcs = 1024
+
 type logOpts struct {
 	format, level string
 	maxProcs      int
@@ -143,8 +146,8 @@ func commonFlags(fs *pflag.FlagSet, c *tunnel.Common, lo *logOpts) {
 // setMaxProcs applies --max-procs unless the flag was left at its default
 // and the GOMAXPROCS environment variable is set.
 func setMaxProcs(fs *pflag.FlagSet, n int, getenv func(string) string) error {
-	if n < 0 {
-		return fmt.Errorf("--max-procs %d must not be negative", n)
+	if n < 0 || n > maxProcs {
+		return fmt.Errorf("--max-procs %d must be between 0 and %d", n, maxProcs)
 	}
 	if !fs.Changed("max-procs") && getenv("GOMAXPROCS") != "" {
 		return nil
@@ -200,15 +203,34 @@ func usageError(stderr io.Writer, cmd string, err error) int {
 	return exitUsage
 }
 
-func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	cfg := tunnel.DefaultServerConfig()
-	var lo logOpts
+func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("server", pflag.ContinueOnError)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the websocket endpoint (path "+tunnel.TunnelPath+")")
 	fs.Var(endpoints{"--port", &cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
-	commonFlags(fs, &cfg.Common, &lo)
+	commonFlags(fs, &cfg.Common, lo)
+	return fs
+}
+
+func clientFlags(cfg *tunnel.ClientConfig, lo *logOpts) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("client", pflag.ContinueOnError)
+	fs.StringVar(&cfg.ServerURL, "server", "", "tunnel server URL, ws:// or wss:// with the path (e.g. wss://host/tunnel)")
+	fs.Var(endpoints{"--upstream", &cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to verify a wss:// server (default: system roots)")
+	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout for each upstream dial")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "timeout for connecting to the server")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "how long a new stream may take to send its header")
+	fs.DurationVar(&cfg.BackoffMin, "backoff-min", cfg.BackoffMin, "first reconnect delay")
+	fs.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest reconnect delay")
+	commonFlags(fs, &cfg.Common, lo)
+	return fs
+}
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cfg := tunnel.DefaultServerConfig()
+	var lo logOpts
+	fs := serverFlags(&cfg, &lo)
 	if done, code := parse(fs, args, serverExamples, stdout, stderr); done {
 		return code
 	}
@@ -236,16 +258,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	cfg := tunnel.DefaultClientConfig()
 	var lo logOpts
-	fs := pflag.NewFlagSet("client", pflag.ContinueOnError)
-	fs.StringVar(&cfg.ServerURL, "server", "", "tunnel server URL, ws:// or wss:// with the path (e.g. wss://host/tunnel)")
-	fs.Var(endpoints{"--upstream", &cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
-	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to verify a wss:// server (default: system roots)")
-	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout for each upstream dial")
-	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "timeout for connecting to the server")
-	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "how long a new stream may take to send its header")
-	fs.DurationVar(&cfg.BackoffMin, "backoff-min", cfg.BackoffMin, "first reconnect delay")
-	fs.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest reconnect delay")
-	commonFlags(fs, &cfg.Common, &lo)
+	fs := clientFlags(&cfg, &lo)
 	if done, code := parse(fs, args, clientExamples, stdout, stderr); done {
 		return code
 	}

@@ -14,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/tunnel"
 )
 
 // The test binary doubles as the tunnel binary: with TUNNEL_TEST_MAIN=1 it
@@ -62,6 +66,62 @@ func TestFlags(t *testing.T) {
 			}
 			if !strings.Contains(out.String()+errb.String(), tc.want) {
 				t.Fatalf("output lacks %q\nstdout: %s\nstderr: %s", tc.want, out.String(), errb.String())
+			}
+		})
+	}
+}
+
+// TestFlagBounds: every size, count and duration flag of both commands has
+// a range; a value outside it exits 2 naming the flag, before anything is
+// allocated or bound. The table must have a row for every such flag.
+func TestFlagBounds(t *testing.T) {
+	bad := map[string][2]string{ // flag: {too small, too large}
+		"keepalive-interval": {"1ms", "1h"},
+		"keepalive-timeout":  {"15s", "100h"}, // below 2x the 10s interval
+		"max-frame-size":     {"1000", "65536"},
+		"stream-window":      {"1000", "1000000000"},
+		"session-window":     {"1000", "100000000000"},
+		"ws-read-buffer":     {"100", "999999999999"},
+		"ws-write-buffer":    {"100", "999999999999"},
+		"copy-buffer":        {"100", "999999999999"},
+		"drain-grace":        {"-1s", "1000h"},
+		"max-procs":          {"-1", "100000"},
+		"dial-timeout":       {"0s", "24h"},
+		"handshake-timeout":  {"0s", "24h"},
+		"header-timeout":     {"0s", "24h"},
+		"backoff-min":        {"0s", "1000h"},
+		"backoff-max":        {"1ms", "1000h"}, // below --backoff-min
+	}
+	cmds := map[string][]string{
+		"server": {"server", "--listen", "127.0.0.1:0", "--admin-addr", "", "--port", "gw=127.0.0.1:0", "--token-file", "/nonexistent"},
+		"client": {"client", "--server", "ws://127.0.0.1:1/tunnel", "--admin-addr", "", "--upstream", "gw=127.0.0.1:1", "--token-file", "/nonexistent"},
+	}
+	sets := map[string]*pflag.FlagSet{
+		"server": serverFlags(new(tunnel.ServerConfig), new(logOpts)),
+		"client": clientFlags(new(tunnel.ClientConfig), new(logOpts)),
+	}
+	// Anything that gets past validation starts and stops at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for cmd, fs := range sets {
+		fs.VisitAll(func(f *pflag.Flag) {
+			if typ := f.Value.Type(); typ != "int" && typ != "duration" {
+				return
+			}
+			vals, ok := bad[f.Name]
+			if !ok {
+				t.Errorf("%s --%s has no row in the bounds table", cmd, f.Name)
+				return
+			}
+			for _, v := range vals {
+				t.Run(cmd+"/"+f.Name+"="+v, func(t *testing.T) {
+					var out, errb bytes.Buffer
+					args := append(append([]string(nil), cmds[cmd]...), "--"+f.Name, v)
+					code := run(ctx, args, &out, &errb, func(string) string { return "" })
+					if code != exitUsage || !strings.Contains(errb.String(), "--"+f.Name) {
+						t.Fatalf("exit %d, want %d naming --%s\nstderr: %s", code, exitUsage, f.Name, errb.String())
+					}
+				})
 			}
 		})
 	}

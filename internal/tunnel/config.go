@@ -95,6 +95,52 @@ func defaultCommon() Common {
 	}
 }
 
+// Bounds of the size, count and duration settings. A value outside them is
+// a configuration error (exit 2) naming the flag: each of these settings
+// sizes memory or time that a peer or the operator can make the process
+// spend, and an absurd value (a 1 TB websocket buffer) must not get as far
+// as an allocation.
+const (
+	MinKeepAliveInterval = 100 * time.Millisecond
+	MaxKeepAliveInterval = 5 * time.Minute
+	MaxKeepAliveTimeout  = time.Hour
+	MaxStreamWindow      = 64 << 20
+	MaxSessionWindow     = 1 << 30
+	MinWSBuffer          = 4 << 10
+	MaxWSBuffer          = 4 << 20
+	MinCopyBuffer        = 4 << 10
+	MaxCopyBuffer        = 4 << 20
+	MaxDrainGrace        = time.Hour
+	MinClientTimeout     = 10 * time.Millisecond
+	MaxClientTimeout     = 5 * time.Minute
+	MinBackoff           = time.Millisecond
+	MaxBackoff           = time.Hour
+)
+
+// checkInt and checkDuration report a value outside [lo, hi], naming flag.
+func checkInt(flag string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%w: %s %d must be between %d and %d", ErrConfig, flag, v, lo, hi)
+	}
+	return nil
+}
+
+func checkDuration(flag string, v, lo, hi time.Duration) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%w: %s %v must be between %v and %v", ErrConfig, flag, v, lo, hi)
+	}
+	return nil
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c Common) validate() error {
 	if c.TokenFile == "" && c.Token == "" {
 		return fmt.Errorf("%w: --token-file or %s is required", ErrConfig, TokenEnv)
@@ -104,14 +150,22 @@ func (c Common) validate() error {
 			return fmt.Errorf("%w: --admin-addr %q: %v", ErrConfig, c.AdminAddr, err)
 		}
 	}
+	s := c.Session
+	if err := firstErr(
+		checkDuration("--keepalive-interval", s.KeepAliveInterval, MinKeepAliveInterval, MaxKeepAliveInterval),
+		checkDuration("--keepalive-timeout", s.KeepAliveTimeout, 2*s.KeepAliveInterval, MaxKeepAliveTimeout),
+		checkInt("--max-frame-size", s.MaxFrameSize, 1024, 65535),
+		checkInt("--stream-window", s.MaxStreamBuffer, s.MaxFrameSize, MaxStreamWindow),
+		checkInt("--session-window", s.MaxReceiveBuffer, 4*max(s.MaxStreamBuffer, 256<<10), MaxSessionWindow),
+		checkInt("--ws-read-buffer", s.ReadBufferSize, MinWSBuffer, MaxWSBuffer),
+		checkInt("--ws-write-buffer", s.WriteBufferSize, MinWSBuffer, MaxWSBuffer),
+		checkInt("--copy-buffer", c.CopyBufferSize, MinCopyBuffer, MaxCopyBuffer),
+		checkDuration("--drain-grace", c.DrainGrace, 0, MaxDrainGrace),
+	); err != nil {
+		return err
+	}
 	if err := c.Session.Validate(); err != nil {
 		return fmt.Errorf("%w: session tuning (--keepalive-*, --stream-window, --session-window, --max-streams, --max-frame-size, --ws-*-buffer): %v", ErrConfig, err)
-	}
-	if c.DrainGrace < 0 {
-		return fmt.Errorf("%w: --drain-grace %v must not be negative", ErrConfig, c.DrainGrace)
-	}
-	if c.CopyBufferSize < 4096 || c.CopyBufferSize > 4<<20 {
-		return fmt.Errorf("%w: --copy-buffer %d must be between 4096 and 4194304", ErrConfig, c.CopyBufferSize)
 	}
 	return nil
 }
@@ -196,17 +250,14 @@ func (c ClientConfig) Validate() error {
 	if c.CAFile != "" && u.Scheme != "wss" {
 		return fmt.Errorf("%w: --ca-file needs a wss:// --server", ErrConfig)
 	}
-	switch {
-	case c.DialTimeout <= 0:
-		return fmt.Errorf("%w: --dial-timeout must be positive", ErrConfig)
-	case c.HandshakeTimeout <= 0:
-		return fmt.Errorf("%w: --handshake-timeout must be positive", ErrConfig)
-	case c.HeaderTimeout <= 0:
-		return fmt.Errorf("%w: --header-timeout must be positive", ErrConfig)
-	case c.BackoffMin <= 0:
-		return fmt.Errorf("%w: --backoff-min must be positive", ErrConfig)
-	case c.BackoffMax < c.BackoffMin:
-		return fmt.Errorf("%w: --backoff-max %v is below --backoff-min %v", ErrConfig, c.BackoffMax, c.BackoffMin)
+	if err := firstErr(
+		checkDuration("--dial-timeout", c.DialTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("--handshake-timeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("--header-timeout", c.HeaderTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("--backoff-min", c.BackoffMin, MinBackoff, MaxBackoff),
+		checkDuration("--backoff-max", c.BackoffMax, c.BackoffMin, MaxBackoff),
+	); err != nil {
+		return err
 	}
 	return c.Common.validate()
 }
