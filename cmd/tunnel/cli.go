@@ -209,6 +209,8 @@ func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 	fs.Var(endpoints{"--port", &cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "how long a connection to --listen may take for TLS and its request headers, and may idle, before it authenticates")
+	fs.IntVar(&cfg.MaxPendingConns, "max-pending-conns", cfg.MaxPendingConns, "unauthenticated connections to --listen held at once; more are closed at once")
 	commonFlags(fs, &cfg.Common, lo)
 	return fs
 }

@@ -91,6 +91,7 @@ func TestFlagBounds(t *testing.T) {
 		"header-timeout":     {"0s", "24h"},
 		"backoff-min":        {"0s", "1000h"},
 		"backoff-max":        {"1ms", "1000h"}, // below --backoff-min
+		"max-pending-conns":  {"0", "10000000"},
 	}
 	cmds := map[string][]string{
 		"server": {"server", "--listen", "127.0.0.1:0", "--admin-addr", "", "--port", "gw=127.0.0.1:0", "--token-file", "/nonexistent"},

@@ -115,6 +115,7 @@ const (
 	MaxClientTimeout     = 5 * time.Minute
 	MinBackoff           = time.Millisecond
 	MaxBackoff           = time.Hour
+	MaxPendingConns      = 100000
 )
 
 // checkInt and checkDuration report a value outside [lo, hi], naming flag.
@@ -180,11 +181,18 @@ type ServerConfig struct {
 	// TLSCert and TLSKey enable TLS on Listen; both or neither. They are
 	// reloaded when the files change.
 	TLSCert, TLSKey string
+	// HandshakeTimeout bounds how long a connection to the websocket
+	// endpoint may take for its TLS handshake and request headers, and how
+	// long it may idle between requests before it authenticates.
+	HandshakeTimeout time.Duration
+	// MaxPendingConns bounds the connections held before they
+	// authenticate; more are closed at once.
+	MaxPendingConns int
 }
 
 // DefaultServerConfig returns the defaults of `tunnel server`.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Common: defaultCommon(), Listen: ":8080"}
+	return ServerConfig{Common: defaultCommon(), Listen: ":8080", HandshakeTimeout: 10 * time.Second, MaxPendingConns: 256}
 }
 
 // Validate reports the first problem, naming the flag.
@@ -197,6 +205,12 @@ func (c ServerConfig) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("%w: --tls-cert and --tls-key must be given together", ErrConfig)
+	}
+	if err := firstErr(
+		checkDuration("--handshake-timeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
+		checkInt("--max-pending-conns", c.MaxPendingConns, 1, MaxPendingConns),
+	); err != nil {
+		return err
 	}
 	return c.Common.validate()
 }

@@ -28,6 +28,8 @@ type metrics struct {
 	bytes         *prometheus.CounterVec
 	dialErrors    *prometheus.CounterVec
 	refused       *prometheus.CounterVec
+	// server only
+	pendingRejected prometheus.Counter
 }
 
 func newMetrics(role string, listeners []string) *metrics {
@@ -58,6 +60,11 @@ func newMetrics(role string, listeners []string) *metrics {
 		Help: "Upstream dials that failed, by listener (client: its own dials; server: failures the client reported)."}, []string{"listener"})).(*prometheus.CounterVec)
 	m.refused = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l5d_tunnel_refused_streams_total", ConstLabels: cl,
 		Help: "Connections or streams refused, by reason (no_session, open_failed, unknown_listener, dial_failed, draining, bad_header, unexpected_stream, stream_limit: over --max-streams)."}, []string{"reason"})).(*prometheus.CounterVec)
+	m.pendingRejected = prometheus.NewCounter(prometheus.CounterOpts{Name: "l5d_tunnel_pending_conns_rejected_total", ConstLabels: cl,
+		Help: "Server: connections to the websocket endpoint closed at once because --max-pending-conns unauthenticated connections were held."})
+	if role == "server" {
+		reg.MustRegister(m.pendingRejected)
+	}
 	for _, r := range []string{"no_session", "open_failed", "unknown_listener", "dial_failed", "draining", "bad_header", reasonStreamLimit} {
 		m.refused.WithLabelValues(r)
 	}
@@ -69,6 +76,14 @@ func newMetrics(role string, listeners []string) *metrics {
 		m.dialErrors.WithLabelValues(l)
 	}
 	return m
+}
+
+// pendingFunc exports the number of unauthenticated connections held by
+// the server's websocket endpoint.
+func (m *metrics) pendingFunc(f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "l5d_tunnel_pending_conns",
+		ConstLabels: prometheus.Labels{"role": "server"},
+		Help:        "Server: connections to the websocket endpoint not (yet) authenticated: in the TLS handshake, sending a request, or idle between requests."}, f))
 }
 
 // listenerMetrics are the per-listener series, resolved once per listener.

@@ -44,6 +44,10 @@ type Server struct {
 	conns   connSet
 	bg      sync.WaitGroup
 	stopped chan struct{}
+
+	pending    *pendingListener
+	pendingLog logLimiter // "too many unauthenticated connections"
+	authLog    logLimiter // "client rejected" (failed authentication)
 }
 
 type serverSession struct {
@@ -68,12 +72,14 @@ func NewServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		names = append(names, p.Name)
 	}
 	return &Server{
-		cfg:       cfg,
-		log:       log,
-		m:         newMetrics("server", names),
-		pool:      newBufPool(cfg.CopyBufferSize),
-		listeners: map[string]net.Listener{},
-		stopped:   make(chan struct{}),
+		cfg:        cfg,
+		log:        log,
+		m:          newMetrics("server", names),
+		pool:       newBufPool(cfg.CopyBufferSize),
+		listeners:  map[string]net.Listener{},
+		stopped:    make(chan struct{}),
+		pendingLog: logLimiter{every: logEvery},
+		authLog:    logLimiter{every: logEvery},
 	}, nil
 }
 
@@ -111,9 +117,21 @@ func (s *Server) Start() (err error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(TunnelPath, s.handleTunnel)
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	var ln net.Listener = rawListener{s.tunnelLn}
+	// Until it authenticates, a connection may take HandshakeTimeout for
+	// its TLS handshake and request headers and may idle that long between
+	// requests; a failed authentication closes it (handleTunnel).
+	s.httpSrv = &http.Server{Handler: mux, TLSConfig: tlsCfg,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout, IdleTimeout: s.cfg.HandshakeTimeout,
+		ConnContext: withPendingConn,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.pending = &pendingListener{Listener: rawListener{s.tunnelLn}, max: int64(s.cfg.MaxPendingConns),
+		rejected: func() {
+			s.m.pendingRejected.Inc()
+			s.pendingLog.log(s.log, slog.LevelWarn, "too many unauthenticated connections; new ones are closed",
+				"max_pending_conns", s.cfg.MaxPendingConns)
+		}}
+	s.m.pendingFunc(func() float64 { return float64(s.pending.pending.Load()) })
+	var ln net.Listener = s.pending
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
@@ -226,6 +244,7 @@ func (s *Server) closeListeners() {
 func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
 	if s.draining.Load() {
+		w.Header().Set("Connection", "close")
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
@@ -234,9 +253,11 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("cannot read token; rejecting client", "remote", remote, "err", err)
 	}
 	if res := checkAuth(r, accepted); res != authOK {
+		// Counted every time, logged at most once per logEvery.
 		s.m.authFailures.Inc()
-		s.log.Warn("client rejected", "remote", remote, "reason", res.String())
+		s.authLog.log(s.log, slog.LevelWarn, "client rejected", "remote", remote, "reason", res.String())
 		w.Header().Set("WWW-Authenticate", `Bearer realm="l5d-tunnel"`)
+		w.Header().Set("Connection", "close") // no keep-alive for an unauthenticated peer
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
@@ -258,6 +279,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("websocket upgrade failed", "remote", remote, "err", err)
 		return
 	}
+	authenticated(r.Context())
 	sess, err := smux.Server(smux.NewConn(ws, scfg.KeepAliveTimeout), scfg)
 	if err != nil {
 		_ = ws.Close()
@@ -435,6 +457,10 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 }
 
 var errRefused = errors.New("stream refused by client")
+
+// logEvery is the interval of rate-limited log lines (failed
+// authentications, refusals a peer can cause at will).
+const logEvery = 10 * time.Second
 
 // connSet tracks forwarding pipes: every pipe of a process (for the drain)
 // and every pipe of one session (so they end with it).
