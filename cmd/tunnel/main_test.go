@@ -118,7 +118,14 @@ func TestFlagBounds(t *testing.T) {
 				t.Run(cmd+"/"+f.Name+"="+v, func(t *testing.T) {
 					var out, errb bytes.Buffer
 					args := append(append([]string(nil), cmds[cmd]...), "--"+f.Name, v)
-					code := run(ctx, args, &out, &errb, func(string) string { return "" })
+					done := make(chan int, 1)
+					go func() { done <- run(ctx, args, &out, &errb, func(string) string { return "" }) }()
+					var code int
+					select {
+					case code = <-done:
+					case <-time.After(10 * time.Second):
+						t.Fatalf("--%s %s: still running after 10s; it must be rejected before anything starts", f.Name, v)
+					}
 					if code != exitUsage || !strings.Contains(errb.String(), "--"+f.Name) {
 						t.Fatalf("exit %d, want %d naming --%s\nstderr: %s", code, exitUsage, f.Name, errb.String())
 					}

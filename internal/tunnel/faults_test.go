@@ -276,3 +276,40 @@ func TestRelaysEndWithSession(t *testing.T) {
 	release()
 	settledGoroutines(t, base, 5)
 }
+
+// expectReset checks that a connection to addr that sent a request is
+// reset, not closed with a FIN that reads as an empty, complete answer.
+func expectReset(t testing.TB, addr string) {
+	t.Helper()
+	c, err := tryDial(t, addr)
+	if err != nil {
+		return // reset before the dial returned
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Write([]byte("request"))
+	_, err = io.Copy(io.Discard, c)
+	if !isReset(err) {
+		t.Fatalf("connection to %s ended with %v; want a connection reset", addr, err)
+	}
+}
+
+// TestRefusalsReset: every refused connection is reset: no client session,
+// a listener the client does not know, a failed upstream dial, a draining
+// client.
+func TestRefusalsReset(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	s := startServer(t, serverConfig("gw", "extra", "down"))
+	expectReset(t, s.ListenerAddr("gw"))
+	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo), "down": deadAddr}))
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+	expectReset(t, s.ListenerAddr("extra"))
+	expectReset(t, s.ListenerAddr("down"))
+	stop()
+	waitFor(t, "client gone", 5*time.Second, func() bool { return !s.Ready() })
+	expectReset(t, s.ListenerAddr("gw"))
+}

@@ -396,15 +396,15 @@ func (s *Server) acceptLoop(name string, ln net.Listener, lm *listenerMetrics) {
 func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 	if s.draining.Load() {
 		s.m.refused.WithLabelValues("draining").Inc()
-		_ = c.Close()
+		resetConn(c)
 		return
 	}
 	ss := s.pick()
 	if ss == nil {
 		// Closed at once, not black-holed: the caller sees the failure now.
 		s.m.refused.WithLabelValues("no_session").Inc()
-		s.log.Debug("no client session; connection closed", "listener", name, "remote", c.RemoteAddr().String())
-		_ = c.Close()
+		s.log.Debug("no client session; connection reset", "listener", name, "remote", c.RemoteAddr().String())
+		resetConn(c)
 		return
 	}
 	st, err := ss.sess.OpenStream()
@@ -420,15 +420,15 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 	}
 	if err != nil {
 		s.m.refused.WithLabelValues("open_failed").Inc()
-		s.log.Warn("open stream failed; connection closed", "listener", name, "session", ss.id, "err", err)
-		_ = c.Close()
+		s.log.Warn("open stream failed; connection reset", "listener", name, "session", ss.id, "err", err)
+		resetConn(c)
 		return
 	}
 	p := &pipe{local: c, st: st, sess: ss.sess, lm: lm, pool: s.pool}
 	if !ss.pipes.add(p) {
 		s.m.refused.WithLabelValues("open_failed").Inc()
 		_ = st.Close()
-		_ = c.Close()
+		resetConn(c)
 		return
 	}
 	defer ss.pipes.remove(p)
