@@ -210,6 +210,7 @@ func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "how long a connection to --listen may take for TLS and its request headers, and may idle, before it authenticates")
+	fs.DurationVar(&cfg.ReplyTimeout, "reply-timeout", cfg.ReplyTimeout, "how long a client may take to answer a new stream before it is pinged; a client that answers neither is dropped and the connection moves to the next session")
 	fs.IntVar(&cfg.MaxPendingConns, "max-pending-conns", cfg.MaxPendingConns, "unauthenticated connections to --listen held at once; more are closed at once")
 	commonFlags(fs, &cfg.Common, lo)
 	return fs

@@ -92,6 +92,7 @@ func TestFlagBounds(t *testing.T) {
 		"backoff-min":        {"0s", "1000h"},
 		"backoff-max":        {"1ms", "1000h"}, // below --backoff-min
 		"max-pending-conns":  {"0", "10000000"},
+		"reply-timeout":      {"1ms", "1h"},
 	}
 	cmds := map[string][]string{
 		"server": {"server", "--listen", "127.0.0.1:0", "--admin-addr", "", "--port", "gw=127.0.0.1:0", "--token-file", "/nonexistent"},

@@ -116,6 +116,8 @@ const (
 	MinBackoff           = time.Millisecond
 	MaxBackoff           = time.Hour
 	MaxPendingConns      = 100000
+	MinReplyTimeout      = 100 * time.Millisecond
+	MaxReplyTimeout      = time.Minute
 )
 
 // checkInt and checkDuration report a value outside [lo, hi], naming flag.
@@ -188,11 +190,17 @@ type ServerConfig struct {
 	// MaxPendingConns bounds the connections held before they
 	// authenticate; more are closed at once.
 	MaxPendingConns int
+	// ReplyTimeout is how long the server waits for the client's status
+	// byte for a new stream before it pings the client (up to twice as
+	// long) and, if that fails too, drops the session and moves the
+	// connection to the next live session.
+	ReplyTimeout time.Duration
 }
 
 // DefaultServerConfig returns the defaults of `tunnel server`.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Common: defaultCommon(), Listen: ":8080", HandshakeTimeout: 10 * time.Second, MaxPendingConns: 256}
+	return ServerConfig{Common: defaultCommon(), Listen: ":8080", HandshakeTimeout: 10 * time.Second, MaxPendingConns: 256,
+		ReplyTimeout: time.Second}
 }
 
 // Validate reports the first problem, naming the flag.
@@ -209,6 +217,7 @@ func (c ServerConfig) Validate() error {
 	if err := firstErr(
 		checkDuration("--handshake-timeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
 		checkInt("--max-pending-conns", c.MaxPendingConns, 1, MaxPendingConns),
+		checkDuration("--reply-timeout", c.ReplyTimeout, MinReplyTimeout, MaxReplyTimeout),
 	); err != nil {
 		return err
 	}

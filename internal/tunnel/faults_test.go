@@ -83,9 +83,10 @@ var _ = isReset
 // kill -9 of either process or a dropped network link would: every
 // connection through it is reset at once.
 type link struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	paused sync.RWMutex // held for writing while paused
 }
 
 func newLink(t testing.TB, target string) *link {
@@ -110,14 +111,43 @@ func newLink(t testing.TB, target string) *link {
 			l.mu.Lock()
 			l.conns = append(l.conns, a, b)
 			l.mu.Unlock()
-			go func() { _, _ = io.Copy(a, b); a.Close() }()
-			go func() { _, _ = io.Copy(b, a); b.Close() }()
+			go l.copy(a, b)
+			go l.copy(b, a)
 		}
 	}()
 	return l
 }
 
+// copy forwards src to dst; while the link is paused nothing moves, and the
+// sockets' buffers fill up as they would in front of a stopped process.
+func (l *link) copy(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			l.paused.RLock()
+			_, werr := dst.Write(buf[:n])
+			l.paused.RUnlock()
+			if werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (l *link) addr() string { return l.ln.Addr().String() }
+
+// pause freezes the link (like SIGSTOP of the process behind it) until
+// the returned function is called.
+func (l *link) pause() (resume func()) {
+	l.paused.Lock()
+	var once sync.Once
+	return func() { once.Do(l.paused.Unlock) }
+}
 
 // cut resets every connection through the link.
 func (l *link) cut() {
@@ -312,4 +342,70 @@ func TestRefusalsReset(t *testing.T) {
 	stop()
 	waitFor(t, "client gone", 5*time.Second, func() bool { return !s.Ready() })
 	expectReset(t, s.ListenerAddr("gw"))
+}
+
+// tagUpstream answers every connection with tag, then echoes.
+func tagUpstream(t testing.TB, tag string) string {
+	return upstream(t, func(c net.Conn) {
+		if _, err := io.WriteString(c, tag); err != nil {
+			return
+		}
+		echo(c)
+	})
+}
+
+// TestFrozenNewestClient: a second client connects (its session is the
+// newest) and then freezes. A new connection that went to it is moved to
+// the healthy older session once the frozen one neither answers the stream
+// nor a ping, with the bytes the caller had already sent; the frozen session
+// is dropped and its streams are reset; later connections go to the healthy
+// session.
+func TestFrozenNewestClient(t *testing.T) {
+	slow := steadySession()
+	slow.KeepAliveTimeout = time.Minute // the keepalive must not be what saves us
+	cfg := serverConfig("gw")
+	cfg.Session = slow
+	s := startServer(t, cfg)
+	acfg := clientConfig(s, map[string]string{"gw": tagUpstream(t, "A")})
+	acfg.Session = slow
+	a, _ := startClient(t, acfg)
+	waitFor(t, "A ready", 5*time.Second, a.Ready)
+	l := newLink(t, s.Addr())
+	bcfg := clientConfig(s, map[string]string{"gw": tagUpstream(t, "B")})
+	bcfg.Session = slow
+	bcfg.ServerURL = "ws://" + l.addr() + TunnelPath
+	b, _ := startClient(t, bcfg)
+	waitFor(t, "B ready", 5*time.Second, b.Ready)
+	waitFor(t, "two sessions", 5*time.Second, func() bool { return metric(t, s.m, "l5d_tunnel_sessions") == 2 })
+
+	onB := dial(t, s.ListenerAddr("gw"))
+	_ = onB.SetDeadline(time.Now().Add(30 * time.Second))
+	tag := make([]byte, 1)
+	if _, err := io.ReadFull(onB, tag); err != nil || tag[0] != 'B' {
+		t.Fatalf("first connection: %q %v; want B (the newest session)", tag, err)
+	}
+	resume := l.pause()
+	defer resume()
+
+	start := time.Now()
+	moved := dial(t, s.ListenerAddr("gw"))
+	_ = moved.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := moved.Write([]byte("hello")); err != nil { // goes to the frozen session first
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(moved, got); err != nil || string(got) != "Ahello" {
+		t.Fatalf("connection during the freeze: %q %v after %v; want \"Ahello\" from the healthy session", got, err, time.Since(start))
+	}
+	t.Logf("first connection after the freeze answered after %v", time.Since(start).Round(time.Millisecond))
+	_, err := io.Copy(io.Discard, onB)
+	if !isReset(err) {
+		t.Errorf("stream on the frozen session ended with %v; want a reset when the session is dropped", err)
+	}
+	waitFor(t, "frozen session dropped", 10*time.Second, func() bool { return metric(t, s.m, "l5d_tunnel_sessions") == 1 })
+	for i := 0; i < 5; i++ {
+		if got, err := roundTrip(t, s.ListenerAddr("gw"), "x"); err != nil || got != "Ax" {
+			t.Fatalf("connection %d after the freeze: %q %v; want \"Ax\"", i, got, err)
+		}
+	}
 }

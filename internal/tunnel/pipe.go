@@ -41,10 +41,13 @@ func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
 // mistakes a cut transfer for a complete one, and the stream is closed.
 type pipe struct {
 	local net.Conn
-	st    *smux.Stream
+	st    *smux.Stream // the stream; on the server it may move (replay)
 	sess  *smux.Session
-	lm    *listenerMetrics
-	pool  *bufPool
+	// replay, on the server, keeps what went into the stream before the
+	// client confirmed it, so the connection can move to another session.
+	replay *replay
+	lm     *listenerMetrics
+	pool   *bufPool
 	// awaitReply, when set, runs before the stream-to-socket direction
 	// (the server waits for the client's status byte there; the other
 	// direction already flows).
@@ -77,9 +80,20 @@ func (p *pipe) run() {
 	}
 	<-done
 	if !p.broken.Load() {
-		_ = p.st.Close()
+		_ = p.stream().Close()
 		_ = p.local.Close()
 	}
+}
+
+// stream is the current stream. Only the server's reply wait moves a pipe
+// to another stream, under replay.mu, before the reply is confirmed.
+func (p *pipe) stream() *smux.Stream {
+	if p.replay == nil || p.replay.confirmed.Load() {
+		return p.st
+	}
+	p.replay.mu.Lock()
+	defer p.replay.mu.Unlock()
+	return p.st
 }
 
 // fail breaks the pipe: the local socket is reset and the stream closed,
@@ -88,7 +102,10 @@ func (p *pipe) fail() {
 	p.failOnce.Do(func() {
 		p.broken.Store(true)
 		resetConn(p.local)
-		_ = p.st.Close()
+		_ = p.stream().Close()
+		if p.replay != nil {
+			p.replay.finish()
+		}
 	})
 }
 
@@ -100,10 +117,20 @@ func (p *pipe) abort() { p.fail() }
 // unless it already ended; the stream-to-socket direction first delivers
 // what the stream had received (the peer's FIN included, if it came).
 func (p *pipe) endSession() {
+	if r := p.replay; r != nil {
+		r.mu.Lock()
+		unconfirmed := !r.done
+		r.mu.Unlock()
+		if unconfirmed {
+			// The reply wait sees the stream fail and moves the
+			// connection to another session, or breaks the pipe.
+			return
+		}
+	}
 	p.sessionGone.Store(true)
 	now := time.Now()
 	_ = p.local.SetReadDeadline(now)
-	_ = p.st.SetWriteDeadline(now)
+	_ = p.stream().SetWriteDeadline(now)
 }
 
 // resetConn closes c with an RST instead of a FIN (SO_LINGER 0), so the peer
@@ -113,6 +140,102 @@ func resetConn(c net.Conn) {
 		_ = l.SetLinger(0)
 	}
 	_ = c.Close()
+}
+
+// write sends b into the stream. Before the client confirmed the stream,
+// b is also kept for a replay; at most replayMax bytes are sent unconfirmed,
+// then the caller waits for the confirmation (one round trip).
+func (p *pipe) write(b []byte) error {
+	r := p.replay
+	if r == nil || r.confirmed.Load() {
+		_, err := p.st.Write(b)
+		return err
+	}
+	r.mu.Lock()
+	for !r.done && len(r.buf)+len(b) > replayMax {
+		r.cond.Wait()
+	}
+	st := p.st
+	if r.done {
+		r.mu.Unlock()
+		_, err := st.Write(b)
+		return err
+	}
+	r.buf = append(r.buf, b...)
+	r.mu.Unlock()
+	// Unconfirmed: an error here (a frozen or dead session) is left to the
+	// reply wait, which moves the kept bytes to another session or fails.
+	_, _ = st.Write(b)
+	return nil
+}
+
+// closeWrite sends the stream's FIN, kept for a replay while unconfirmed.
+func (p *pipe) closeWrite() error {
+	r := p.replay
+	if r == nil {
+		return p.st.CloseWrite()
+	}
+	r.mu.Lock()
+	st := p.st
+	if r.done {
+		r.mu.Unlock()
+		return st.CloseWrite()
+	}
+	r.eof = true
+	r.mu.Unlock()
+	_ = st.CloseWrite()
+	return nil
+}
+
+// replayMax bounds what a connection sends before its stream is confirmed.
+const replayMax = 64 << 10
+
+type replay struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	done bool   // confirmed (or the pipe failed): nothing more is kept
+	buf  []byte // sent so far, unconfirmed
+	eof  bool   // the FIN was sent, unconfirmed
+	// confirmed is done without the lock: the stream no longer moves.
+	confirmed atomic.Bool
+}
+
+func newReplay() *replay {
+	r := &replay{}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+// finish ends the unconfirmed phase.
+func (r *replay) finish() {
+	r.mu.Lock()
+	r.done, r.buf = true, nil
+	r.confirmed.Store(true)
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// moveTo makes st (on sess) the pipe's stream: what was sent unconfirmed is
+// sent again there, and the old stream is closed.
+func (p *pipe) moveTo(st *smux.Stream, sess *smux.Session) error {
+	r := p.replay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return io.ErrClosedPipe
+	}
+	old := p.st
+	p.st, p.sess = st, sess
+	_ = old.Close()
+	if len(r.buf) > 0 {
+		if _, err := st.Write(r.buf); err != nil {
+			return err
+		}
+	}
+	if r.eof {
+		return st.CloseWrite()
+	}
+	return nil
 }
 
 func (p *pipe) localToStream() error {
@@ -129,7 +252,7 @@ func (p *pipe) localToStream() error {
 		}
 		if n > 0 {
 			p.lm.in.Add(float64(n))
-			_, werr := p.st.Write((*bp)[:n])
+			werr := p.write((*bp)[:n])
 			p.pool.put(bp)
 			if werr != nil {
 				return werr
@@ -138,7 +261,7 @@ func (p *pipe) localToStream() error {
 			p.pool.put(bp)
 		}
 		if errors.Is(err, io.EOF) {
-			return p.st.CloseWrite()
+			return p.closeWrite()
 		}
 		if err != nil {
 			return err
@@ -156,7 +279,7 @@ func (p *pipe) streamToLocal() error {
 	// buffer at all.
 	w := &countingWriter{w: p.local, lm: p.lm}
 	for {
-		n, err := p.st.WriteTo(w)
+		n, err := p.stream().WriteTo(w)
 		if err == nil {
 			break // the peer's FIN
 		}
@@ -189,7 +312,7 @@ func (p *pipe) streamToLocal() error {
 // closed it, the FIN came and the stream is complete.
 func (p *pipe) finished() bool {
 	select {
-	case <-p.st.GetDieCh():
+	case <-p.stream().GetDieCh():
 	default:
 		return false
 	}

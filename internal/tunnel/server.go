@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,6 +61,15 @@ type serverSession struct {
 	draining atomic.Bool
 	// pipes are the relays on this session; they end with it.
 	pipes connSet
+	// ws is the session's websocket (for pings); pongs counts its pongs.
+	ws    *websocket.Conn
+	pongs atomic.Uint64
+	// suspect is set while the client leaves a new stream unanswered past
+	// ReplyTimeout and has not answered a ping yet; dropped once the
+	// session was dropped for it. checking is the running check (check).
+	suspect, dropped atomic.Bool
+	checkMu          sync.Mutex
+	checking         chan struct{}
 }
 
 // NewServer checks cfg and prepares a server; Start binds it.
@@ -280,13 +290,17 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	authenticated(r.Context())
-	sess, err := smux.Server(smux.NewConn(ws, scfg.KeepAliveTimeout), scfg)
+	ss := &serverSession{clientID: r.Header.Get(ClientIDHeader), remote: remote, ws: ws}
+	conn := smux.NewConn(ws, scfg.KeepAliveTimeout)
+	pong := ws.PongHandler()
+	ws.SetPongHandler(func(data string) error { ss.pongs.Add(1); return pong(data) })
+	sess, err := smux.Server(conn, scfg)
 	if err != nil {
 		_ = ws.Close()
 		s.log.Error("start session", "remote", remote, "err", err)
 		return
 	}
-	ss := &serverSession{clientID: r.Header.Get(ClientIDHeader), remote: remote, sess: sess}
+	ss.sess = sess
 	go watchStreamCap(sess, scfg.MaxStreams, s.m, s.log, "remote", remote)
 	replaced := s.addSession(ss)
 	s.log.Info("client session up", "session", ss.id, "remote", remote, "client_id", ss.clientID, "replaced", replaced)
@@ -353,18 +367,25 @@ func (s *Server) removeSession(ss *serverSession) {
 	s.updateReady()
 }
 
-// pick returns the newest live session whose client is not draining, or,
-// failing that, the newest live session.
-func (s *Server) pick() *serverSession {
+// pick returns the newest live session whose client is neither draining
+// nor suspect, or, failing that, the newest live session, leaving out
+// exclude.
+func (s *Server) pick(exclude ...*serverSession) *serverSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var fallback *serverSession
+next:
 	for i := len(s.sessions) - 1; i >= 0; i-- {
 		ss := s.sessions[i]
 		if ss.sess.IsClosed() {
 			continue
 		}
-		if !ss.draining.Load() {
+		for _, e := range exclude {
+			if e == ss {
+				continue next
+			}
+		}
+		if !ss.draining.Load() && !ss.suspect.Load() {
 			return ss
 		}
 		if fallback == nil {
@@ -407,15 +428,10 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		resetConn(c)
 		return
 	}
-	st, err := ss.sess.OpenStream()
-	if err == nil {
-		if err = smux.WriteHeader(st, smux.Header{Listener: name}); err != nil {
-			_ = st.Close()
-		}
-	}
+	st, err := openStream(ss, name)
 	if errors.Is(err, smux.ErrStreamLimit) {
 		// Counted and logged once per interval by watchStreamCap.
-		_ = c.Close()
+		resetConn(c)
 		return
 	}
 	if err != nil {
@@ -424,36 +440,159 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		resetConn(c)
 		return
 	}
-	p := &pipe{local: c, st: st, sess: ss.sess, lm: lm, pool: s.pool}
+	p := &pipe{local: c, st: st, sess: ss.sess, lm: lm, pool: s.pool, replay: newReplay()}
 	if !ss.pipes.add(p) {
 		s.m.refused.WithLabelValues("open_failed").Inc()
 		_ = st.Close()
 		resetConn(c)
 		return
 	}
-	defer ss.pipes.remove(p)
+	cur := ss // the session the pipe is on; the reply wait may move it
+	defer func() { cur.pipes.remove(p) }()
 	s.conns.add(p)
 	defer s.conns.remove(p)
 	p.awaitReply = func() error {
-		rep, err := smux.ReadReply(st)
-		if err != nil {
-			return err
-		}
-		if rep != smux.ReplyOK {
-			s.m.refused.WithLabelValues(rep.String()).Inc()
-			if rep == smux.ReplyDialFailed {
-				lm.dialErrs.Inc()
+		tried := []*serverSession{ss}
+		patient := false
+		for {
+			rep, err := s.awaitReply(cur, p.stream(), patient)
+			if err != nil {
+				// The session did not answer in time, or died before it
+				// answered: the connection moves to the next live
+				// session, with what the caller sent so far.
+				next := s.pick(tried...)
+				if next == nil {
+					if errors.Is(err, errSilent) {
+						// Nowhere else to go: wait for the ping.
+						<-s.check(cur)
+						if !cur.dropped.Load() {
+							patient = true
+							continue
+						}
+					}
+					return err
+				}
+				tried = append(tried, next)
+				if err := s.move(p, cur, next, name); err != nil {
+					return err
+				}
+				s.log.Info("stream moved to another session", "listener", name, "from", cur.id, "to", next.id, "reason", err.Error())
+				cur, patient = next, false
+				continue
 			}
-			if rep == smux.ReplyDraining && !ss.draining.Swap(true) {
-				s.log.Info("client is draining; new connections go to other sessions", "session", ss.id)
-				s.updateReady()
+			p.replay.finish()
+			if rep != smux.ReplyOK {
+				s.m.refused.WithLabelValues(rep.String()).Inc()
+				if rep == smux.ReplyDialFailed {
+					lm.dialErrs.Inc()
+				}
+				if rep == smux.ReplyDraining && !cur.draining.Swap(true) {
+					s.log.Info("client is draining; new connections go to other sessions", "session", cur.id)
+					s.updateReady()
+				}
+				s.log.Warn("client refused stream", "listener", name, "session", cur.id, "reason", rep.String())
+				return errRefused
 			}
-			s.log.Warn("client refused stream", "listener", name, "session", ss.id, "reason", rep.String())
-			return errRefused
+			return nil
 		}
-		return nil
 	}
 	p.run()
+}
+
+// openStream opens a stream on ss and sends its header.
+func openStream(ss *serverSession, name string) (*smux.Stream, error) {
+	st, err := ss.sess.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	if err := smux.WriteHeader(st, smux.Header{Listener: name}); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// move puts p on a new stream on next, leaving from.
+func (s *Server) move(p *pipe, from, next *serverSession, name string) error {
+	st, err := openStream(next, name)
+	if err != nil {
+		return err
+	}
+	if !next.pipes.add(p) {
+		_ = st.Close()
+		return io.ErrClosedPipe
+	}
+	from.pipes.remove(p)
+	if err := p.moveTo(st, next.sess); err != nil {
+		next.pipes.remove(p)
+		from.pipes.add(p) // the deferred remove finds it there
+		return err
+	}
+	return nil
+}
+
+// awaitReply reads the client's status byte for st. Unless patient, a
+// client that has not answered within ReplyTimeout is suspect: new
+// connections avoid its session, a ping checks it (s.check), and errSilent
+// is returned so the connection can move to another session.
+func (s *Server) awaitReply(ss *serverSession, st *smux.Stream, patient bool) (smux.Reply, error) {
+	if !patient {
+		_ = st.SetReadDeadline(time.Now().Add(s.cfg.ReplyTimeout))
+	}
+	rep, err := smux.ReadReply(st)
+	_ = st.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		s.check(ss)
+		return 0, errSilent
+	}
+	return rep, err
+}
+
+var errSilent = errors.New("client did not answer the stream in time")
+
+// check marks ss suspect and pings it, once at a time; the returned channel
+// is closed when the check is over. A session that does not answer the ping
+// within 2 x ReplyTimeout is dropped (ss.dropped): its streams are reset and
+// its client reconnects if it is still there. One that answers is only slow
+// (a slow upstream dial) and is no longer suspect.
+func (s *Server) check(ss *serverSession) <-chan struct{} {
+	ss.checkMu.Lock()
+	defer ss.checkMu.Unlock()
+	if ss.checking != nil {
+		return ss.checking
+	}
+	done := make(chan struct{})
+	ss.checking = done
+	ss.suspect.Store(true)
+	wait := 2 * s.cfg.ReplyTimeout
+	s.log.Warn("client did not answer a new stream in time; session is suspect, pinging it",
+		"session", ss.id, "reply_timeout", s.cfg.ReplyTimeout.String())
+	go func() {
+		defer func() {
+			ss.checkMu.Lock()
+			ss.checking = nil
+			ss.checkMu.Unlock()
+			close(done)
+		}()
+		seen := ss.pongs.Load()
+		deadline := time.Now().Add(wait)
+		_ = ss.ws.WriteControl(websocket.PingMessage, nil, deadline)
+		for time.Now().Before(deadline) && !ss.sess.IsClosed() {
+			if ss.pongs.Load() != seen {
+				ss.suspect.Store(false)
+				s.log.Info("suspect session answered a ping; it is only slow", "session", ss.id)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		ss.dropped.Store(true)
+		s.log.Warn("suspect session did not answer a ping; dropping it and resetting its streams",
+			"session", ss.id, "wait", wait.String())
+		s.removeSession(ss)
+		_ = ss.sess.Close()
+	}()
+	return done
 }
 
 var errRefused = errors.New("stream refused by client")
