@@ -81,6 +81,7 @@ func TestFlagBounds(t *testing.T) {
 		"max-frame-size":     {"1000", "65536"},
 		"stream-window":      {"1000", "1000000000"},
 		"session-window":     {"1000", "100000000000"},
+		"max-streams":        {"0", "100000"},
 		"ws-read-buffer":     {"100", "999999999999"},
 		"ws-write-buffer":    {"100", "999999999999"},
 		"copy-buffer":        {"100", "999999999999"},

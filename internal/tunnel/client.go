@@ -226,7 +226,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 				acceptDone <- err
 				return
 			}
-			go c.handleStream(st, sess, pipes)
+			go c.handleStream(st, pipes)
 		}
 	}()
 	select {
@@ -250,7 +250,7 @@ func (c *Client) refuse(st *smux.Stream, r smux.Reply) {
 	_ = st.Close()
 }
 
-func (c *Client) handleStream(st *smux.Stream, sess *smux.Session, pipes *connSet) {
+func (c *Client) handleStream(st *smux.Stream, pipes *connSet) {
 	if c.draining.Load() {
 		c.refuse(st, smux.ReplyDraining)
 		return
@@ -279,7 +279,7 @@ func (c *Client) handleStream(st *smux.Stream, sess *smux.Session, pipes *connSe
 		c.refuse(st, smux.ReplyDialFailed)
 		return
 	}
-	p := &pipe{local: conn, st: st, sess: sess, lm: lm, pool: c.pool}
+	p := &pipe{local: conn, st: st, lm: lm, pool: c.pool}
 	if !pipes.add(p) {
 		resetConn(conn)
 		_ = st.Close()

@@ -99,15 +99,12 @@ func defaultCommon() Common {
 // a configuration error (exit 2) naming the flag: each of these settings
 // sizes memory or time that a peer or the operator can make the process
 // spend, and an absurd value (a 1 TB websocket buffer) must not get as far
-// as an allocation.
+// as an allocation. The bounds of the session's sizes and counts are
+// pkg/smux's (Config.Validate); these are the tunnel's own.
 const (
 	MinKeepAliveInterval = 100 * time.Millisecond
 	MaxKeepAliveInterval = 5 * time.Minute
 	MaxKeepAliveTimeout  = time.Hour
-	MaxStreamWindow      = 64 << 20
-	MaxSessionWindow     = 1 << 30
-	MinWSBuffer          = 4 << 10
-	MaxWSBuffer          = 4 << 20
 	MinCopyBuffer        = 4 << 10
 	MaxCopyBuffer        = 4 << 20
 	MaxDrainGrace        = time.Hour
@@ -157,11 +154,12 @@ func (c Common) validate() error {
 	if err := firstErr(
 		checkDuration("--keepalive-interval", s.KeepAliveInterval, MinKeepAliveInterval, MaxKeepAliveInterval),
 		checkDuration("--keepalive-timeout", s.KeepAliveTimeout, 2*s.KeepAliveInterval, MaxKeepAliveTimeout),
-		checkInt("--max-frame-size", s.MaxFrameSize, 1024, 65535),
-		checkInt("--stream-window", s.MaxStreamBuffer, s.MaxFrameSize, MaxStreamWindow),
-		checkInt("--session-window", s.MaxReceiveBuffer, 4*max(s.MaxStreamBuffer, 256<<10), MaxSessionWindow),
-		checkInt("--ws-read-buffer", s.ReadBufferSize, MinWSBuffer, MaxWSBuffer),
-		checkInt("--ws-write-buffer", s.WriteBufferSize, MinWSBuffer, MaxWSBuffer),
+		checkSession("--max-frame-size", func(d *smux.Config) { d.MaxFrameSize = s.MaxFrameSize }),
+		checkSession("--stream-window", func(d *smux.Config) { d.MaxStreamWindow = s.MaxStreamWindow }),
+		checkSession("--session-window", func(d *smux.Config) { d.SessionBudget = s.SessionBudget }),
+		checkSession("--max-streams", func(d *smux.Config) { d.MaxStreams = s.MaxStreams }),
+		checkSession("--ws-read-buffer", func(d *smux.Config) { d.ReadBufferSize = s.ReadBufferSize }),
+		checkSession("--ws-write-buffer", func(d *smux.Config) { d.WriteBufferSize = s.WriteBufferSize }),
 		checkInt("--copy-buffer", c.CopyBufferSize, MinCopyBuffer, MaxCopyBuffer),
 		checkDuration("--drain-grace", c.DrainGrace, 0, MaxDrainGrace),
 	); err != nil {
@@ -169,6 +167,17 @@ func (c Common) validate() error {
 	}
 	if err := c.Session.Validate(); err != nil {
 		return fmt.Errorf("%w: session tuning (--keepalive-*, --stream-window, --session-window, --max-streams, --max-frame-size, --ws-*-buffer): %v", ErrConfig, err)
+	}
+	return nil
+}
+
+// checkSession checks one session setting against pkg/smux's bounds: set
+// copies it into the defaults, so an error names flag alone.
+func checkSession(flag string, set func(*smux.Config)) error {
+	d := smux.DefaultConfig()
+	set(&d)
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrConfig, flag, err)
 	}
 	return nil
 }

@@ -409,3 +409,50 @@ func TestFrozenNewestClient(t *testing.T) {
 		}
 	}
 }
+
+// TestCallerAbortResetsUpstream: a caller that aborts (RST) in the middle
+// of an upload reaches the upstream as a reset, never as the clean EOF of a
+// finished upload; the same holds the other way round.
+func TestCallerAbortResetsUpstream(t *testing.T) {
+	sinkErr := make(chan error, 1)
+	sink := upstream(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		sinkErr <- err
+	})
+	source := upstream(t, func(c net.Conn) {
+		_, _ = io.Copy(c, patternReader(5, 1<<20))
+		time.Sleep(100 * time.Millisecond)
+		_ = c.(*net.TCPConn).SetLinger(0) // abort in the middle of a download
+	})
+	s := startServer(t, serverConfig("sink", "source"))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"sink": sink, "source": source}))
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+
+	up := dial(t, s.ListenerAddr("sink"))
+	if _, err := io.CopyN(up, patternReader(6, 1<<20), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "upload delivered", 10*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_bytes_total", "listener", "sink", "direction", "out") == 1<<20
+	})
+	_ = up.SetLinger(0)
+	_ = up.Close()
+	select {
+	case err := <-sinkErr:
+		if !isReset(err) {
+			t.Errorf("upstream of an aborted upload ended with %v; want a connection reset", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("upstream of an aborted upload still open")
+	}
+
+	// The upstream aborts a download: the caller sees a reset.
+	down := dial(t, s.ListenerAddr("source"))
+	_ = down.SetDeadline(time.Now().Add(20 * time.Second))
+	if n, err := io.Copy(io.Discard, down); !isReset(err) {
+		t.Errorf("caller of an aborted download: %d bytes then %v; want a connection reset", n, err)
+	}
+}

@@ -38,11 +38,11 @@ func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
 // error in either direction (the session died, the peer or the local side
 // aborted, the drain grace ran out): the local socket is then reset (RST,
 // SO_LINGER 0), never closed with a FIN, so a caller or upstream never
-// mistakes a cut transfer for a complete one, and the stream is closed.
+// mistakes a cut transfer for a complete one, and the stream is reset
+// (smux RST), so the relay at the other end resets its socket too.
 type pipe struct {
 	local net.Conn
 	st    *smux.Stream // the stream; on the server it may move (replay)
-	sess  *smux.Session
 	// replay, on the server, keeps what went into the stream before the
 	// client confirmed it, so the connection can move to another session.
 	replay *replay
@@ -96,13 +96,13 @@ func (p *pipe) stream() *smux.Stream {
 	return p.st
 }
 
-// fail breaks the pipe: the local socket is reset and the stream closed,
-// which also unblocks the other direction.
+// fail breaks the pipe: the local socket and the stream are reset, which
+// also unblocks the other direction.
 func (p *pipe) fail() {
 	p.failOnce.Do(func() {
 		p.broken.Store(true)
 		resetConn(p.local)
-		_ = p.stream().Close()
+		_ = p.stream().Reset()
 		if p.replay != nil {
 			p.replay.finish()
 		}
@@ -216,8 +216,8 @@ func (r *replay) finish() {
 }
 
 // moveTo makes st (on sess) the pipe's stream: what was sent unconfirmed is
-// sent again there, and the old stream is closed.
-func (p *pipe) moveTo(st *smux.Stream, sess *smux.Session) error {
+// sent again there, and the old stream is reset.
+func (p *pipe) moveTo(st *smux.Stream) error {
 	r := p.replay
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -225,8 +225,8 @@ func (p *pipe) moveTo(st *smux.Stream, sess *smux.Session) error {
 		return io.ErrClosedPipe
 	}
 	old := p.st
-	p.st, p.sess = st, sess
-	_ = old.Close()
+	p.st = st
+	_ = old.Reset()
 	if len(r.buf) > 0 {
 		if _, err := st.Write(r.buf); err != nil {
 			return err
@@ -278,45 +278,16 @@ func (p *pipe) streamToLocal() error {
 	// Stream.WriteTo hands received frames straight to the socket: no copy
 	// buffer at all.
 	w := &countingWriter{w: p.local, lm: p.lm}
-	for {
-		n, err := p.stream().WriteTo(w)
-		if err == nil {
-			break // the peer's FIN
-		}
-		if w.err != nil {
-			return w.err // the local socket failed
-		}
-		if n > 0 {
-			// After the peer's session went away, the window update that
-			// follows each delivered frame fails while received frames may
-			// still be buffered: keep delivering them.
-			continue
-		}
-		if !p.finished() {
-			return err
-		}
-		break
+	if _, err := p.stream().WriteTo(w); err != nil {
+		// The local socket failed (w.err), or the stream did not end with
+		// the peer's FIN: reset by the peer (smux.ErrReset), its session
+		// gone (smux.ErrSessionClosed).
+		return err
 	}
 	if cw, ok := p.local.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// finished reports whether the stream ended cleanly even though reading it
-// returned an error with nothing left to deliver. xtaci/smux picks at random among the ready events when
-// a stream's buffer is empty, so after the peer's FIN a read may report the
-// session's transport error (the peer closed the session right after)
-// instead of io.EOF. A stream whose both sides sent their FIN is marked dead
-// by smux itself; if that happened while neither this pipe nor the session
-// closed it, the FIN came and the stream is complete.
-func (p *pipe) finished() bool {
-	select {
-	case <-p.stream().GetDieCh():
-	default:
-		return false
-	}
-	return !p.broken.Load() && !p.sess.IsClosed()
 }
 
 type countingWriter struct {

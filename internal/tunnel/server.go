@@ -440,7 +440,7 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		resetConn(c)
 		return
 	}
-	p := &pipe{local: c, st: st, sess: ss.sess, lm: lm, pool: s.pool, replay: newReplay()}
+	p := &pipe{local: c, st: st, lm: lm, pool: s.pool, replay: newReplay()}
 	if !ss.pipes.add(p) {
 		s.m.refused.WithLabelValues("open_failed").Inc()
 		_ = st.Close()
@@ -523,7 +523,7 @@ func (s *Server) move(p *pipe, from, next *serverSession, name string) error {
 		return io.ErrClosedPipe
 	}
 	from.pipes.remove(p)
-	if err := p.moveTo(st, next.sess); err != nil {
+	if err := p.moveTo(st); err != nil {
 		next.pipes.remove(p)
 		from.pipes.add(p) // the deferred remove finds it there
 		return err
