@@ -176,7 +176,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
 	h.Set(ClientIDHeader, c.id)
-	h.Set(smux.FeaturesHeader, smux.FeatureReset)
+	h.Set(smux.FeaturesHeader, smux.Features())
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	ws, resp, err := d.DialContext(dctx, c.cfg.ServerURL, h)
 	cancel()
@@ -199,8 +199,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 		c.log.Warn("connect to server failed; will retry", "server", c.cfg.ServerURL, "err", err)
 		return err
 	}
-	scfg := c.cfg.Session
-	scfg.Reset = smux.HasFeature(resp.Header.Get(smux.FeaturesHeader), smux.FeatureReset)
+	scfg := c.cfg.Session.WithFeatures(resp.Header.Get(smux.FeaturesHeader))
 	sess, err := smux.Client(smux.NewConn(ws, scfg.KeepAliveTimeout), scfg)
 	if err != nil {
 		_ = ws.Close()

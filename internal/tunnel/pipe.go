@@ -241,6 +241,11 @@ func (p *pipe) moveTo(st *smux.Stream) error {
 func (p *pipe) localToStream() error {
 	rc := rawConn(p.local)
 	for {
+		// Wait for the peer's window before reading, so a relay whose far
+		// end does not read holds no copy buffer.
+		if err := p.st.WaitWritable(); err != nil {
+			return err
+		}
 		var bp *[]byte
 		var n int
 		var err error

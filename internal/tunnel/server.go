@@ -278,11 +278,11 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		// set it on a cross-site websocket.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	scfg := s.cfg.Session
+	agreed := smux.AcceptFeatures(r.Header.Get(smux.FeaturesHeader))
+	scfg := s.cfg.Session.WithFeatures(agreed)
 	var respHeader http.Header
-	if smux.HasFeature(r.Header.Get(smux.FeaturesHeader), smux.FeatureReset) {
-		scfg.Reset = true
-		respHeader = http.Header{smux.FeaturesHeader: {smux.FeatureReset}}
+	if agreed != "" {
+		respHeader = http.Header{smux.FeaturesHeader: {agreed}}
 	}
 	ws, err := up.Upgrade(w, r, respHeader)
 	if err != nil {

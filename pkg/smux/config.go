@@ -12,12 +12,14 @@ const ProtocolVersion = 2
 
 // initialWindow is the window smux v2 assumes for a peer before the first
 // window update arrives (xtaci/smux's initial peer window). Every stream
-// starts with it; a receiver cannot refuse it.
+// starts with it (or with SmallInitialWindow when both ends negotiated
+// FeatureSmallWindow); a receiver cannot refuse it.
 const initialWindow = 256 << 10
 
 // Limits checked by Validate.
 const (
 	minStreamWindow = initialWindow
+	minInitial      = 16 << 10
 	maxStreamWindow = 256 << 20
 	maxBudget       = 1 << 30
 	maxMaxStreams   = 1 << 16
@@ -36,15 +38,19 @@ type Config struct {
 	KeepAliveTimeout time.Duration
 	// MaxFrameSize is the largest smux data frame (at most 65535 bytes).
 	MaxFrameSize int
+	// InitialWindow is the window every stream starts with, both ways. smux
+	// v2 fixes it at 256 KiB; a smaller one must be agreed by both ends
+	// (FeatureSmallWindow, see WithFeatures), or the peer's first burst
+	// breaks it.
+	InitialWindow int
 	// MaxStreamWindow is the largest receive window one stream may grow to.
-	// Every stream starts at 256 KiB (what a smux v2 sender assumes) and
-	// doubles while its reader drains a window in under about two round
-	// trips (see window.go), within SessionBudget.
+	// A stream's window doubles while its reader drains a window in under
+	// about two round trips (see window.go), within SessionBudget.
 	MaxStreamWindow int
 	// SessionBudget bounds the sum of the receive windows of a session's
-	// streams: a window grows only while the sum stays within it. The
-	// initial 256 KiB of a stream is granted even past it, so a session
-	// buffers at most SessionBudget + MaxStreams × 256 KiB of unread data.
+	// streams: a window grows only while the sum stays within it. A
+	// stream's initial window is granted even past it, so a session buffers
+	// at most SessionBudget + MaxStreams × InitialWindow of unread data.
 	SessionBudget int
 	// MaxStreams caps the streams open on a session, whichever side opened
 	// them. OpenStream past it fails with ErrStreamLimit; a peer's SYN past
@@ -81,8 +87,9 @@ func DefaultConfig() Config {
 		KeepAliveInterval:   10 * time.Second,
 		KeepAliveTimeout:    30 * time.Second,
 		MaxFrameSize:        65535,
-		MaxStreamWindow:     32 << 20,
-		SessionBudget:       128 << 20,
+		InitialWindow:       initialWindow,
+		MaxStreamWindow:     16 << 20,
+		SessionBudget:       64 << 20,
 		MaxStreams:          1024,
 		StalledWriteTimeout: 30 * time.Second,
 		ReadBufferSize:      256 << 10,
@@ -102,6 +109,8 @@ func (c Config) Validate() error {
 		return bad("keepalive timeout %v must be at least twice the keepalive interval %v", c.KeepAliveTimeout, c.KeepAliveInterval)
 	case c.MaxFrameSize < 1024 || c.MaxFrameSize > 65535:
 		return bad("max frame size %d must be between 1024 and 65535", c.MaxFrameSize)
+	case c.InitialWindow < minInitial || c.InitialWindow > initialWindow:
+		return bad("initial stream window %d must be between %d and %d", c.InitialWindow, minInitial, initialWindow)
 	case c.MaxStreamWindow < minStreamWindow || c.MaxStreamWindow > maxStreamWindow:
 		return bad("max stream window %d must be between %d and %d", c.MaxStreamWindow, minStreamWindow, maxStreamWindow)
 	case c.SessionBudget < 4*initialWindow || c.SessionBudget > maxBudget:

@@ -32,10 +32,18 @@ type Conn struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// RTT estimate from Ping/pong: a smoothed round trip in nanoseconds.
-	epoch time.Time
-	srtt  atomic.Int64
+	// RTT estimate from Ping/pong: the least of the recent samples, so
+	// queueing behind bulk data (which a busy loopback tunnel has plenty
+	// of) does not pass for path length.
+	epoch   time.Time
+	minRTT  atomic.Int64
+	samples [rttSamples]time.Duration // written by the pong handler only
+	next    int
 }
+
+// rttSamples is how many recent pongs the RTT estimate remembers (one per
+// second from Session's pings).
+const rttSamples = 10
 
 var _ net.Conn = (*Conn)(nil)
 
@@ -201,17 +209,20 @@ func (c *Conn) pong(data string) {
 	if rtt <= 0 || rtt > maxRTTSample {
 		return
 	}
-	old := c.srtt.Load()
-	if old == 0 {
-		c.srtt.Store(int64(rtt))
-		return
+	c.samples[c.next] = rtt
+	c.next = (c.next + 1) % rttSamples
+	least := rtt
+	for _, d := range c.samples {
+		if d > 0 && d < least {
+			least = d
+		}
 	}
-	c.srtt.Store(old - old/8 + int64(rtt)/8)
+	c.minRTT.Store(int64(least))
 }
 
-// RTT returns the smoothed round-trip time of Pings, or 0 before the first
-// answer.
-func (c *Conn) RTT() time.Duration { return time.Duration(c.srtt.Load()) }
+// RTT returns the least round-trip time of the recent Pings, or 0 before
+// the first answer.
+func (c *Conn) RTT() time.Duration { return time.Duration(c.minRTT.Load()) }
 
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.ws.LocalAddr() }

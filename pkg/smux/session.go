@@ -35,12 +35,13 @@ type Session struct {
 	isActive atomic.Bool // a frame arrived since the last keepalive check
 
 	// write side
-	wmu      sync.Mutex // serialises conn writes
-	whdr     frameHeader
-	wbufs    [3][]byte
-	cmu      sync.Mutex // guards ctrl, ctrlSpare
-	ctrl     []byte     // queued control frames
-	ctrlKick chan struct{}
+	wmu       sendLock // serialises conn writes
+	flushWake chan struct{}
+	whdr      frameHeader
+	wbufs     [3][]byte
+	cmu       sync.Mutex // guards ctrl, ctrlSpare
+	ctrl      []byte     // queued control frames
+	ctrlKick  chan struct{}
 
 	die     chan struct{}
 	dieOnce sync.Once
@@ -85,13 +86,14 @@ func Client(conn io.ReadWriteCloser, cfg Config) (*Session, error) {
 
 func newSession(conn io.ReadWriteCloser, cfg Config, client bool) *Session {
 	s := &Session{
-		conn:     conn,
-		cfg:      cfg,
-		client:   client,
-		streams:  make(map[uint32]*Stream),
-		accepts:  make(chan *Stream, cfg.MaxStreams),
-		ctrlKick: make(chan struct{}, 1),
-		die:      make(chan struct{}),
+		conn:      conn,
+		cfg:       cfg,
+		client:    client,
+		streams:   make(map[uint32]*Stream),
+		accepts:   make(chan *Stream, cfg.MaxStreams),
+		ctrlKick:  make(chan struct{}, 1),
+		flushWake: make(chan struct{}, 1),
+		die:       make(chan struct{}),
 	}
 	if client {
 		s.nextID = 1
@@ -161,11 +163,11 @@ func (s *Session) Close() error {
 	if s.IsClosed() {
 		return fmt.Errorf("%w: already closed", ErrSessionClosed)
 	}
-	if s.wmu.TryLock() {
+	if s.wmu.tryLock() {
 		if c := s.takeControl(); len(c) > 0 {
 			_, _ = s.conn.Write(c)
 		}
-		s.wmu.Unlock()
+		s.wmu.unlock()
 	}
 	s.fail(errors.New("closed locally"))
 	return nil
@@ -397,13 +399,13 @@ func (s *Session) flushLoop() {
 		case <-s.die:
 			return
 		}
-		s.wmu.Lock()
+		s.wmu.lock(true, s.flushWake)
 		c := s.takeControl()
 		var err error
 		if len(c) > 0 && !s.IsClosed() {
 			_, err = s.conn.Write(c)
 		}
-		s.wmu.Unlock()
+		s.wmu.unlock()
 		if err != nil {
 			s.fail(err)
 			return
@@ -411,11 +413,20 @@ func (s *Session) flushLoop() {
 	}
 }
 
+// urgentBytes: a stream's first bytes, and small frames, are sent ahead of
+// bulk frames (see sendLock).
+const (
+	urgentStart = 256 << 10
+	urgentFrame = 4 << 10
+)
+
 // writeData writes one data frame, preceded by any queued control frames.
-func (s *Session) writeData(sid uint32, p []byte) error {
-	s.wmu.Lock()
+// urgent frames jump the queue of bulk frames; wake is the writer's
+// hand-over channel.
+func (s *Session) writeData(sid uint32, p []byte, urgent bool, wake chan struct{}) error {
+	s.wmu.lock(urgent, wake)
 	if s.IsClosed() {
-		s.wmu.Unlock()
+		s.wmu.unlock()
 		return s.closedErr()
 	}
 	putHeader(s.whdr[:], cmdPSH, len(p), sid)
@@ -430,7 +441,7 @@ func (s *Session) writeData(sid uint32, p []byte) error {
 		_, err = bufs.WriteTo(s.conn)
 	}
 	s.wbufs = [3][]byte{}
-	s.wmu.Unlock()
+	s.wmu.unlock()
 	if err != nil {
 		s.fail(err)
 		return s.closedErr()

@@ -38,6 +38,8 @@ type Stream struct {
 
 	readDeadline, writeDeadline time.Time
 	rch, wch                    chan struct{} // wake a blocked reader, writer
+	sendWake                    chan struct{} // sendLock hand-over
+	sentTotal                   int64         // bytes written, for the urgent class
 
 	spare []chunk // WriteTo's scratch, owned by the reader
 }
@@ -46,12 +48,13 @@ func newStream(id uint32, s *Session) *Stream {
 	st := &Stream{
 		id:         id,
 		sess:       s,
-		peerWindow: initialWindow,
+		peerWindow: uint32(s.cfg.InitialWindow),
 		rch:        make(chan struct{}, 1),
 		wch:        make(chan struct{}, 1),
+		sendWake:   make(chan struct{}, 1),
 	}
-	st.rw.window = initialWindow
-	s.budget.force(initialWindow)
+	st.rw.window = uint32(s.cfg.InitialWindow)
+	s.budget.force(int64(s.cfg.InitialWindow))
 	return st
 }
 
@@ -335,40 +338,63 @@ func (st *Stream) Write(b []byte) (int, error) {
 	sent := 0
 	for len(b) > 0 {
 		st.mu.Lock()
-		if err := st.writeErrLocked(); err != nil {
+		avail, err := st.waitWindowLocked()
+		if err != nil {
 			st.mu.Unlock()
 			return sent, err
 		}
-		avail := int64(st.peerWindow) - int64(int32(st.written-st.peerConsumed))
-		if avail <= 0 {
-			var stall time.Duration
-			if st.finRecv && !st.sess.cfg.Reset {
-				stall = st.sess.cfg.StalledWriteTimeout
-			}
-			progress, dl := st.peerConsumed, st.writeDeadline
-			st.mu.Unlock()
-			if st.wait(st.wch, dl, stall) {
-				st.mu.Lock()
-				cmd := byte(0xff)
-				if st.peerConsumed == progress && st.resetErr == nil && !st.closed {
-					cmd = st.abortLocked(fmt.Errorf("%w: no window for %v after the peer's FIN", ErrReset, stall))
-				}
-				st.mu.Unlock()
-				st.wake()
-				st.queue(cmd)
-			}
-			continue
-		}
-		n := min(len(b), int(avail), frame)
+		n := min(len(b), avail, frame)
 		st.written += uint32(n)
+		urgent := st.sentTotal < urgentStart || n <= urgentFrame
+		st.sentTotal += int64(n)
 		st.mu.Unlock()
-		if err := st.sess.writeData(st.id, b[:n]); err != nil {
+		if err := st.sess.writeData(st.id, b[:n], urgent, st.sendWake); err != nil {
 			return sent, err
 		}
 		sent += n
 		b = b[n:]
 	}
 	return sent, nil
+}
+
+// WaitWritable blocks until the peer's window has room (a Write would send
+// at least one byte at once) or returns the error Write would. A relay that
+// calls it before reading its source holds no copy buffer while the peer is
+// not reading.
+func (st *Stream) WaitWritable() error {
+	st.mu.Lock()
+	_, err := st.waitWindowLocked()
+	st.mu.Unlock()
+	return err
+}
+
+// waitWindowLocked waits (releasing st.mu meanwhile) until the send window
+// has room and returns how much, or the error a writer gets.
+func (st *Stream) waitWindowLocked() (int, error) {
+	for {
+		if err := st.writeErrLocked(); err != nil {
+			return 0, err
+		}
+		avail := int64(st.peerWindow) - int64(int32(st.written-st.peerConsumed))
+		if avail > 0 {
+			return int(min(avail, 1<<30)), nil
+		}
+		var stall time.Duration
+		if st.finRecv && !st.sess.cfg.Reset {
+			stall = st.sess.cfg.StalledWriteTimeout
+		}
+		progress, dl := st.peerConsumed, st.writeDeadline
+		st.mu.Unlock()
+		stalled := st.wait(st.wch, dl, stall)
+		st.mu.Lock()
+		if stalled && st.peerConsumed == progress && st.resetErr == nil && !st.closed {
+			cmd := st.abortLocked(fmt.Errorf("%w: no window for %v after the peer's FIN", ErrReset, stall))
+			st.mu.Unlock()
+			st.wake()
+			st.queue(cmd)
+			st.mu.Lock()
+		}
+	}
 }
 
 // wait blocks until ch is signalled, the session dies, the deadline passes
