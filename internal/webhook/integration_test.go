@@ -636,13 +636,7 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 	fc := newCase("late")
 	we.namespaces(t, true, fc.mcNS, fc.l5dNS)
 	objs := fc.transform(t, "version-2.17", "link.yaml") // a v1alpha2 Link
-	// A hand-edited kubeconfig: comments and fields client-go does not know
-	// are kept through rewrite and restore.
-	for _, o := range objs {
-		if k, _ := mutate.Classify(o); k == mutate.KindCredentials {
-			_ = unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString([]byte(handEdited(t, o))), "data", "kubeconfig")
-		}
-	}
+	handEditCredentials(t, objs)
 	if w := we.apply(t, toYAML(t, objs)); len(w) > 0 {
 		t.Errorf("warnings on apply: %q", w)
 	}
@@ -701,6 +695,18 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler restores %s/%s", o.GetNamespace(), o.GetName()), func() error {
 			return originalErr(o, we.get(t, o))
 		})
+	}
+}
+
+// handEditCredentials replaces the kubeconfig of every credentials Secret in
+// objs with a hand-edited one (see handEdited): comments and fields client-go
+// does not know must be kept through rewrite and restore.
+func handEditCredentials(t testing.TB, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		if k, _ := mutate.Classify(o); k == mutate.KindCredentials {
+			_ = unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString([]byte(handEdited(t, o))), "data", "kubeconfig")
+		}
 	}
 }
 
@@ -872,6 +878,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	handEditCredentials(t, objs)
 	links := linkObjectsOf(objs)
 	var extra *unstructured.Unstructured
 	for _, o := range links {
