@@ -456,3 +456,77 @@ func TestCallerAbortResetsUpstream(t *testing.T) {
 		t.Errorf("caller of an aborted download: %d bytes then %v; want a connection reset", n, err)
 	}
 }
+
+// TestResetAfterHalfCloseIsNoticed: a caller uploads, half-closes, waits
+// for an answer that does not come (the upstream stays silent), and gives up
+// with an RST. Nothing is read from or written to its socket any more, but
+// the tunnel must still notice the reset and pass it on: the upstream is
+// reset and both relays end. The same holds for an upstream that
+// half-closed and then aborts.
+func TestResetAfterHalfCloseIsNoticed(t *testing.T) {
+	upErr := make(chan error, 2)
+	probe := make(chan struct{})
+	silent := upstream(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			<-probe
+			_, err = c.Write([]byte("late")) // fails only on a reset connection
+		}
+		upErr <- err
+	})
+	s := startServer(t, serverConfig("gw"))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": silent}))
+	waitFor(t, "ready", 5*time.Second, c.Ready)
+	conn := dial(t, s.ListenerAddr("gw"))
+	if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.CloseWrite()
+	waitFor(t, "upload delivered", 10*time.Second, func() bool {
+		return metric(t, c.m, "l5d_tunnel_bytes_total", "listener", "gw", "direction", "out") == 1<<20
+	})
+	_ = conn.SetLinger(0)
+	_ = conn.Close() // the caller gives up
+	waitFor(t, "relays ended", 10*time.Second, func() bool {
+		return metric(t, s.m, "l5d_tunnel_streams_open", "listener", "gw") == 0 &&
+			metric(t, c.m, "l5d_tunnel_streams_open", "listener", "gw") == 0
+	})
+	close(probe)
+	if err := <-upErr; !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("silent upstream: %v; want its connection reset", err)
+	}
+
+	// The other way: the upstream answers, half-closes, and then aborts
+	// while the caller, half-open, has not finished sending.
+	aborting := upstream(t, func(c net.Conn) {
+		_, _ = c.Write([]byte("answer"))
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.ReadFull(c, make([]byte, 3))
+		_ = c.(*net.TCPConn).SetLinger(0) // then Close: RST
+	})
+	s2 := startServer(t, serverConfig("gw"))
+	c2, _ := startClient(t, clientConfig(s2, map[string]string{"gw": aborting}))
+	waitFor(t, "ready", 5*time.Second, c2.Ready)
+	conn2 := dial(t, s2.ListenerAddr("gw"))
+	_ = conn2.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn2.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn2)
+	if string(b) != "answer" || (err != nil && !isReset(err)) {
+		t.Fatalf("caller read %q, %v; want the answer, then EOF or the reset", b, err)
+	}
+	// The caller's side is still open; the upstream has reset by now.
+	waitFor(t, "relays ended after the upstream's reset", 10*time.Second, func() bool {
+		return metric(t, s2.m, "l5d_tunnel_streams_open", "listener", "gw") == 0 &&
+			metric(t, c2.m, "l5d_tunnel_streams_open", "listener", "gw") == 0
+	})
+	if _, err := conn2.Write([]byte("more")); err == nil {
+		// the first write after an RST may succeed locally; the next fails
+		time.Sleep(50 * time.Millisecond)
+		_, err = conn2.Write([]byte("more"))
+		if err == nil {
+			t.Error("caller can still write after the upstream aborted; want its connection reset")
+		}
+	}
+}

@@ -58,6 +58,9 @@ type pipe struct {
 	// sessionGone is set when the session under the stream ended: nothing
 	// read from the local socket can be delivered any more.
 	sessionGone atomic.Bool
+	// streamDone is set when the stream-to-socket direction has ended;
+	// watching while the socket-to-stream direction is in watchReset.
+	streamDone, watching atomic.Bool
 }
 
 // run blocks until both directions are done, then closes both ends (or,
@@ -78,7 +81,11 @@ func (p *pipe) run() {
 	if err := p.streamToLocal(); err != nil {
 		p.fail()
 	}
-	<-done
+	p.streamDone.Store(true)
+	if p.watching.Load() {
+		_ = p.local.SetReadDeadline(time.Now()) // ends watchReset
+	}
+	p.watchStream(done)
 	if !p.broken.Load() {
 		_ = p.stream().Close()
 		_ = p.local.Close()
@@ -266,12 +273,64 @@ func (p *pipe) localToStream() error {
 			p.pool.put(bp)
 		}
 		if errors.Is(err, io.EOF) {
-			return p.closeWrite()
+			if err := p.closeWrite(); err != nil {
+				return err
+			}
+			return p.watchReset(rc)
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// resetPoll is how often a relay whose stream already ended with the peer's
+// FIN checks whether the peer reset the stream since.
+const resetPoll = 500 * time.Millisecond
+
+// watchStream waits for the socket-to-stream direction (done) after the
+// stream delivered the peer's FIN. Nothing reads the stream any more, so a
+// reset by the peer (its caller or upstream aborted after half-closing)
+// would go unnoticed while the local socket stays quiet: the stream is
+// polled (a Read after the FIN returns io.EOF at once, or the reset).
+func (p *pipe) watchStream(done <-chan struct{}) {
+	if p.broken.Load() {
+		<-done
+		return
+	}
+	t := time.NewTicker(resetPoll)
+	defer t.Stop()
+	var one [1]byte
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if _, err := p.stream().Read(one[:]); err != io.EOF {
+				p.fail()
+				<-done
+				return
+			}
+		}
+	}
+}
+
+// watchReset runs after the local side half-closed: nothing reads or
+// writes its socket any more, but the local side may still abort (a caller
+// that gave up waiting for an answer). Such a reset breaks the pipe, so it
+// reaches the other end. The watch ends with the other direction or the
+// session (both set a read deadline) without breaking anything.
+func (p *pipe) watchReset(rc syscall.RawConn) error {
+	p.watching.Store(true)
+	if rc == nil || p.streamDone.Load() {
+		return nil
+	}
+	err := waitReset(rc)
+	var oe *net.OpError
+	if errors.As(err, &oe) && (errors.Is(oe.Err, syscall.ECONNRESET) || errors.Is(oe.Err, syscall.EPIPE)) {
+		return err
+	}
+	return nil
 }
 
 func (p *pipe) streamToLocal() error {

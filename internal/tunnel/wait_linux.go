@@ -59,3 +59,25 @@ func rawRead(fd uintptr, b []byte) (int, error) {
 	}
 	return int(r), nil
 }
+
+// waitReset parks on the poller until the peer of rc, which already sent
+// its FIN, resets the connection. Nothing is read or written, so nothing
+// else would notice. It returns the reset (ECONNRESET or EPIPE) or the
+// error that ended the wait (a deadline, the socket closed).
+func waitReset(rc syscall.RawConn) error {
+	var reset error
+	err := rc.Read(func(fd uintptr) bool {
+		// An RST after the FIN (CLOSE_WAIT) sets the socket error to EPIPE,
+		// before it ECONNRESET; the poller wakes us on it.
+		v, e := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+		if e == nil && v != 0 {
+			reset = syscall.Errno(v)
+			return true
+		}
+		return false
+	})
+	if reset != nil {
+		return &net.OpError{Op: "read", Net: "tcp", Err: reset}
+	}
+	return err
+}
