@@ -248,19 +248,19 @@ func (p *pipe) moveTo(st *smux.Stream) error {
 func (p *pipe) localToStream() error {
 	rc := rawConn(p.local)
 	for {
-		// Wait for the peer's window before reading, so a relay whose far
-		// end does not read holds no copy buffer.
-		if err := p.st.WaitWritable(); err != nil {
+		// Wait for the peer's window and read no more than it takes, so a
+		// relay whose far end does not read holds no copy buffer.
+		room, err := p.st.WaitWritable()
+		if err != nil {
 			return err
 		}
 		var bp *[]byte
 		var n int
-		var err error
 		if haveReadPooled && rc != nil {
-			bp, n, err = readPooled(rc, p.pool)
+			bp, n, err = readPooled(rc, p.pool, room)
 		} else {
 			bp = p.pool.get()
-			n, err = p.local.Read(*bp)
+			n, err = p.local.Read((*bp)[:min(room, len(*bp))])
 		}
 		if n > 0 {
 			p.lm.in.Add(float64(n))

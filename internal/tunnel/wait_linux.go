@@ -12,13 +12,14 @@ import (
 // EAGAIN the buffer goes back to the pool before the goroutine parks on the
 // poller. The syscall count is the same as net.Conn.Read (read, EAGAIN,
 // wait, read), but a thousand idle connections hold no copy buffers.
-// It returns bp == nil with io.EOF at end of stream.
-func readPooled(rc syscall.RawConn, pool *bufPool) (bp *[]byte, n int, err error) {
+// It reads at most limit bytes and returns bp == nil with io.EOF at end of
+// stream.
+func readPooled(rc syscall.RawConn, pool *bufPool, limit int) (bp *[]byte, n int, err error) {
 	var rerr error
 	err = rc.Read(func(fd uintptr) bool {
 		for {
 			bp = pool.get()
-			n, rerr = rawRead(fd, *bp)
+			n, rerr = rawRead(fd, (*bp)[:min(limit, len(*bp))])
 			switch {
 			case rerr == syscall.EINTR:
 				pool.put(bp)

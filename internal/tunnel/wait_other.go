@@ -9,7 +9,7 @@ import (
 
 // readPooled is not available off Linux; localToStream falls back to
 // net.Conn.Read, which holds its buffer while it waits.
-func readPooled(syscall.RawConn, *bufPool) (*[]byte, int, error) {
+func readPooled(syscall.RawConn, *bufPool, int) (*[]byte, int, error) {
 	return nil, 0, errors.ErrUnsupported
 }
 

@@ -88,7 +88,7 @@ func DefaultConfig() Config {
 		KeepAliveTimeout:    30 * time.Second,
 		MaxFrameSize:        65535,
 		InitialWindow:       initialWindow,
-		MaxStreamWindow:     16 << 20,
+		MaxStreamWindow:     32 << 20,
 		SessionBudget:       64 << 20,
 		MaxStreams:          1024,
 		StalledWriteTimeout: 30 * time.Second,

@@ -68,7 +68,7 @@ func TestSmallInitialWindow(t *testing.T) {
 	}
 	// WaitWritable blocks on the full window and honours the deadline.
 	_ = parked.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if err := parked.WaitWritable(); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if _, err := parked.WaitWritable(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("WaitWritable on a full window = %v", err)
 	}
 	st, err := cs.OpenStream()

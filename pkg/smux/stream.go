@@ -357,15 +357,15 @@ func (st *Stream) Write(b []byte) (int, error) {
 	return sent, nil
 }
 
-// WaitWritable blocks until the peer's window has room (a Write would send
-// at least one byte at once) or returns the error Write would. A relay that
-// calls it before reading its source holds no copy buffer while the peer is
-// not reading.
-func (st *Stream) WaitWritable() error {
+// WaitWritable blocks until the peer's window has room and returns how
+// many bytes a Write would send at once, or the error Write would return. A
+// relay that reads no more than that from its source holds no copy buffer
+// while the peer is not reading.
+func (st *Stream) WaitWritable() (int, error) {
 	st.mu.Lock()
-	_, err := st.waitWindowLocked()
+	n, err := st.waitWindowLocked()
 	st.mu.Unlock()
-	return err
+	return n, err
 }
 
 // waitWindowLocked waits (releasing st.mu meanwhile) until the send window
