@@ -3,16 +3,21 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/webhook"
 )
 
 // metric logs one measured figure as a line `make e2e` keeps.
@@ -301,5 +306,152 @@ func (lt *linkTest) testReconciler(t *testing.T, ctx context.Context) {
 		t.Errorf("7: the repaired link does not carry traffic: %v (%v)", err, res.Parts)
 	} else {
 		t.Logf("7: repaired link carries api, probe and gateway traffic (%.1fs)", d.Seconds())
+	}
+}
+
+// 8. Failover (issue 12): with two tunnel servers, each with its own client,
+// the Link lists both; after a SIGKILL of one, the webhook's reconciler
+// narrows the Link to the survivor, and traffic through the survivor goes
+// on intact. The second server is the one killed: in this topology the
+// ClusterIP binding name (API and probe) maps to the first server's address
+// (there is no kube-proxy to balance it), so killing the first would test
+// the missing kube-proxy, not the Link.
+func (lt *linkTest) testFailover(t *testing.T, ctx context.Context) {
+	topo := lt.topo
+	c := topo.CloudCP.Client
+	linkAddress := func() (string, error) {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(lt.original.link.GroupVersionKind())
+		if err := c.Get(ctx, types.NamespacedName{Namespace: lt.original.link.GetNamespace(), Name: lt.original.link.GetName()}, got); err != nil {
+			return "", err
+		}
+		return fieldString(got.Object, "spec", "gatewayAddress"), nil
+	}
+	// waitAddress polls the stored Link (every 20 ms, so the measured time
+	// is that fine) until its gatewayAddress is want; it returns the other
+	// values seen on the way.
+	waitAddress := func(what, want string) (time.Duration, []string) {
+		t.Helper()
+		start := time.Now()
+		var seen []string
+		err := harness.Poll(ctx, 30*time.Second, func() error {
+			a, err := linkAddress()
+			if err != nil {
+				return err
+			}
+			if a != want {
+				if len(seen) == 0 || seen[len(seen)-1] != a {
+					seen = append(seen, a)
+				}
+				time.Sleep(20 * time.Millisecond)
+				return fmt.Errorf("gatewayAddress %q", a)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("8: %s: the Link's gatewayAddress is not %q: %v", what, want, err)
+		}
+		return time.Since(start), seen
+	}
+	cs, err := lt.checkSpec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(cs.gatewayAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	through := func(ip string, bytes int64, streams int) harness.HelperRequest {
+		cs := cs
+		cs.gatewayAddr = net.JoinHostPort(ip, port)
+		return lt.mtlsRequest(cs, bytes, streams)
+	}
+	intact := func(what string, res harness.HelperResult, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("8: %s: %v", what, err)
+		}
+		if res.Err != "" && len(res.Transfers) == 0 {
+			t.Errorf("8: %s: %s", what, res.Err)
+		}
+		for i, tr := range res.Transfers {
+			if !tr.Intact() {
+				t.Errorf("8: %s: transfer %d not intact: %d of %d bytes, %s", what, i, tr.Received, tr.Bytes, tr.Err)
+			}
+		}
+	}
+
+	t.Cleanup(topo.StopSecondTunnel)
+	if err := topo.StartSecondTunnel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	both := harness.TunnelPodIP + "," + harness.TunnelPod2IP
+	d, _ := waitAddress("second tunnel server ready", both)
+	t.Logf("8: second tunnel server ready: Link gatewayAddress %q after %.2fs", both, d.Seconds())
+	for _, ip := range []string{harness.TunnelPodIP, harness.TunnelPod2IP} {
+		res, err := topo.Helper(ctx, topo.Cloud, through(ip, 1<<20, 2))
+		intact("mTLS through "+ip+" before the kill", res, err)
+	}
+
+	// A transfer through the survivor runs across the kill.
+	inflight := make(chan harness.HelperResult, 1)
+	go func() {
+		res, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPodIP, 16<<20, 1))
+		if err != nil {
+			res.Err = err.Error()
+		}
+		inflight <- res
+	}()
+	time.Sleep(100 * time.Millisecond)
+	topo.KillSecondServer()
+	followed, seen := waitAddress("second tunnel server SIGKILLed", harness.TunnelPodIP)
+	metric(t, "failover_seconds", map[string]string{"version": lt.version, "file": lt.file, "what": "SIGKILL to Link update"}, followed.Seconds())
+	t.Logf("8: SIGKILL of the second server: Link gatewayAddress %q after %.2fs (values on the way: %q)", harness.TunnelPodIP, followed.Seconds(), seen)
+	for _, v := range seen {
+		if v != both {
+			t.Errorf("8: the Link held %q on the way (the survivor was ready all along)", v)
+		}
+	}
+	select {
+	case res := <-inflight:
+		intact("16 MiB through the survivor across the kill", res, nil)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("8: the transfer through the survivor neither finished nor failed within 2m")
+	}
+	dead, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPod2IP, 1024, 1))
+	if err == nil && dead.Err == "" {
+		t.Errorf("8: the killed server's address still echoes: the kill was not one")
+	}
+	res, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPodIP, 4<<20, 4))
+	intact("mTLS through the survivor after the Link update", res, err)
+
+	// What an operator sees: an Event on the Link and the webhook's metrics.
+	var events eventsv1.EventList
+	if err := c.List(ctx, &events, client.InNamespace(lt.original.link.GetNamespace())); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range events.Items {
+		if e.Regarding.Name == lt.original.link.GetName() && e.Reason == webhook.EventGatewayAddressChanged &&
+			strings.Contains(e.Note, both+" -> "+harness.TunnelPodIP) {
+			found = true
+			t.Logf("8: Event %s on Link %s: %s", e.Reason, e.Regarding.Name, e.Note)
+		}
+	}
+	if !found {
+		t.Errorf("8: no %s Event on the Link for %s -> %s", webhook.EventGatewayAddressChanged, both, harness.TunnelPodIP)
+	}
+	code, body, err := topo.HTTPGet(topo.Cloud, "http://"+net.JoinHostPort(harness.WebhookPodIP, strconv.Itoa(harness.WebhookMetric))+"/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("8: webhook /metrics: %d %v", code, err)
+	}
+	binding := topo.Binding.Namespace + "/" + topo.Binding.Service
+	for _, want := range []string{
+		fmt.Sprintf("l5d_tunnel_webhook_gateway_ready_addresses{binding=%q} 1", binding),
+		fmt.Sprintf("l5d_tunnel_webhook_link_updates_total{binding=%q,gateway=\"changed\"}", binding),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("8: webhook metrics lack %s", want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,6 +203,12 @@ func (lt *linkTest) run(t *testing.T, faults bool) {
 	}
 
 	t.Run("7 reconciler: binding removed, link applied before the binding", func(t *testing.T) { lt.testReconciler(t, ctx) })
+
+	// The tunnel does not depend on the Linkerd version: once, with the
+	// newest fixture.
+	if faults && lt.version == fixtures.Newest() {
+		t.Run("8 failover: the Link follows a SIGKILLed tunnel server", func(t *testing.T) { lt.testFailover(t, ctx) })
+	}
 }
 
 // checkSpec derives the three checks from the STORED objects: the kubeconfig
@@ -240,7 +247,10 @@ func (lt *linkTest) checkSpec(ctx context.Context) (checkSpec, error) {
 	port := fieldString(l.Object, "spec", "probeSpec", "port")
 	cs.probeURL = fmt.Sprintf("http://%s.%s.svc.cluster.local:%s%s", stored.probe.GetName(), stored.probe.GetNamespace(), port, path)
 	addr, _, _ := unstructured.NestedString(l.Object, "spec", "gatewayAddress")
-	cs.gatewayAddr = addr + ":" + fieldString(l.Object, "spec", "gatewayPort")
+	// a list of ready tunnel-server pods: the first, as the service mirror
+	// puts them all in the mirror Endpoints and a client picks one
+	addr, _, _ = strings.Cut(addr, ",")
+	cs.gatewayAddr = net.JoinHostPort(addr, fieldString(l.Object, "spec", "gatewayPort"))
 	cs.identity, _, _ = unstructured.NestedString(l.Object, "spec", "gatewayIdentity")
 	return cs, nil
 }

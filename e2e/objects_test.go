@@ -182,8 +182,9 @@ func (lt *linkTest) checkRewritten(got *linkObjects) []string {
 
 	// Link: gateway address/port and probe port of the binding, types kept
 	l, ol := got.link, orig.link
-	if a := fieldString(l.Object, "spec", "gatewayAddress"); a != b.HeadlessFQDN() {
-		p = append(p, fmt.Sprintf("Link gatewayAddress %q, want %q", a, b.HeadlessFQDN()))
+	// the ready tunnel-server addresses (the headless name when none is ready)
+	if a, want := fieldString(l.Object, "spec", "gatewayAddress"), lt.topo.GatewayAddress(); a != want {
+		p = append(p, fmt.Sprintf("Link gatewayAddress %q, want %q (ready tunnel-server pods %v)", a, want, lt.topo.ReadyTunnelPods()))
 	}
 	for _, f := range []struct {
 		path []string

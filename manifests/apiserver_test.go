@@ -330,6 +330,7 @@ func checkRBACExact(t *testing.T, env *testenv.Env) {
 	want := []rule{
 		{"*", "", "namespaces", "list"}, {"*", "", "namespaces", "watch"},
 		{ns, "", "services", "list"}, {ns, "", "services", "watch"},
+		{ns, "discovery.k8s.io", "endpointslices", "list"}, {ns, "discovery.k8s.io", "endpointslices", "watch"},
 		{ns, "coordination.k8s.io", "leases", "get"}, {ns, "coordination.k8s.io", "leases", "create"}, {ns, "coordination.k8s.io", "leases", "update"},
 		{ns, "", "events", "create"}, {ns, "", "events", "patch"},
 		{ns, "events.k8s.io", "events", "create"}, {ns, "events.k8s.io", "events", "patch"},
@@ -341,6 +342,7 @@ func checkRBACExact(t *testing.T, env *testenv.Env) {
 	}
 	want = append(want,
 		rule{"linkerd-multicluster", "multicluster.linkerd.io", "links", "list"}, rule{"linkerd-multicluster", "multicluster.linkerd.io", "links", "update"},
+		rule{"linkerd-multicluster", "events.k8s.io", "events", "create"}, rule{"linkerd-multicluster", "events.k8s.io", "events", "patch"},
 		rule{"linkerd", "", "secrets", "list"}, rule{"linkerd", "", "secrets", "update"},
 		rule{"linkerd", "", "services", "list"}, rule{"linkerd", "multicluster.linkerd.io", "links", "list"},
 	)
@@ -396,6 +398,10 @@ func checkRBACAccess(t *testing.T, env *testenv.Env) {
 		{"create", "coordination.k8s.io", "leases", ns, true},
 		{"update", "coordination.k8s.io", "leases", ns, true},
 		{"create", "", "events", ns, true},
+		{"list", "discovery.k8s.io", "endpointslices", ns, true},
+		{"watch", "discovery.k8s.io", "endpointslices", ns, true},
+		{"create", "events.k8s.io", "events", mc, true},
+		{"patch", "events.k8s.io", "events", mc, true},
 		// Not its job: Secrets elsewhere, anything cluster-wide but
 		// namespaces, deleting, escalating, its own configuration.
 		{"list", "", "secrets", "", false},
@@ -406,6 +412,11 @@ func checkRBACAccess(t *testing.T, env *testenv.Env) {
 		{"list", "", "secrets", "demo", false},
 		{"watch", "", "secrets", mc, false},
 		{"list", "", "services", "", false},
+		{"list", "discovery.k8s.io", "endpointslices", "", false},
+		{"list", "discovery.k8s.io", "endpointslices", mc, false},
+		{"update", "discovery.k8s.io", "endpointslices", ns, false},
+		{"get", "", "endpoints", ns, false},
+		{"create", "events.k8s.io", "events", "default", false},
 		{"update", "", "services", "", false},
 		{"update", "", "services", "demo", false},
 		{"update", "", "services", linkerd, false},

@@ -467,7 +467,7 @@ func TestTunnelBinding(t *testing.T) {
 	}
 	want := mutate.Binding{Cluster: exampleCluster, Namespace: ns, Service: "home-tunnel-server", Headless: "home-tunnel-server-gateway",
 		APIPort: 6443, ProbePort: 4191, GatewayPort: 4143}
-	if *b != want {
+	if !reflect.DeepEqual(*b, want) {
 		t.Errorf("binding\n got %+v\nwant %+v (the ports docs/install.md documents)", *b, want)
 	}
 	// The binding must not depend on the file it lives in: the base's

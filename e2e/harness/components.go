@@ -227,48 +227,128 @@ func (t *Topology) startTunnel(ctx context.Context) error {
 
 // StartTunnelServer starts (or restarts) the tunnel server in cloud.
 func (t *Topology) StartTunnelServer(ctx context.Context) error {
-	b := t.Binding
-	pod := func(port int) string { return net.JoinHostPort(TunnelPodIP, strconv.Itoa(port)) }
-	args := []string{"server",
-		"--listen=" + net.JoinHostPort(CloudVethIP, strconv.Itoa(TunnelWSPort)),
-		"--port=api=" + pod(b.APIPort),
-		"--port=probe=" + pod(b.ProbePort),
-		"--port=gateway=" + pod(b.GatewayPort),
-		"--token-file=" + t.tokenFile,
-		"--admin-addr=" + TunnelServerAdmin(),
-	}
-	if t.Cfg.TunnelTLS {
-		args = append(args, "--tls-cert="+t.ingressCert, "--tls-key="+t.ingressKey)
-	}
-	args = append(args, t.Cfg.ServerArgs...)
-	p, err := StartProc(t.Cloud, t.Cfg.WorkDir, "cloud-tunnel-server", t.Cfg.TunnelBin, args, nil)
+	p, err := t.startServer(ctx, 0)
 	if err != nil {
 		return err
 	}
 	t.mu.Lock()
 	t.TunnelServer = p
 	t.mu.Unlock()
-	return t.waitHTTP(ctx, t.Cloud, p, "http://"+TunnelServerAdmin()+"/healthz", 30*time.Second)
+	return nil
 }
 
-// TunnelURL is the websocket URL the client dials.
-func (t *Topology) TunnelURL() string {
+// tunnelPodIPs are the "pod" addresses of the tunnel servers: the first
+// (TunnelServer) and the second (SecondServer).
+var tunnelPodIPs = [...]string{TunnelPodIP, TunnelPod2IP}
+
+// startServer starts tunnel server i (0 or 1): its listeners on
+// tunnelPodIPs[i], its websocket endpoint on TunnelWSPort+i.
+func (t *Topology) startServer(ctx context.Context, i int) (*Proc, error) {
+	b := t.Binding
+	podIP := tunnelPodIPs[i]
+	pod := func(port int) string { return net.JoinHostPort(podIP, strconv.Itoa(port)) }
+	admin := pod(TunnelAdmin)
+	args := []string{"server",
+		"--listen=" + net.JoinHostPort(CloudVethIP, strconv.Itoa(TunnelWSPort+i)),
+		"--port=api=" + pod(b.APIPort),
+		"--port=probe=" + pod(b.ProbePort),
+		"--port=gateway=" + pod(b.GatewayPort),
+		"--token-file=" + t.tokenFile,
+		"--admin-addr=" + admin,
+	}
+	if t.Cfg.TunnelTLS {
+		args = append(args, "--tls-cert="+t.ingressCert, "--tls-key="+t.ingressKey)
+	}
+	args = append(args, t.Cfg.ServerArgs...)
+	name := "cloud-tunnel-server"
+	if i > 0 {
+		name = fmt.Sprintf("cloud-tunnel-server-%d", i)
+	}
+	p, err := StartProc(t.Cloud, t.Cfg.WorkDir, name, t.Cfg.TunnelBin, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p, t.waitHTTP(ctx, t.Cloud, p, "http://"+admin+"/healthz", 30*time.Second)
+}
+
+// StartSecondTunnel starts a second tunnel server (at TunnelPod2IP) and a
+// home client for it, and waits until the server has its session: from
+// then on the binding's headless Service has two ready endpoints.
+func (t *Topology) StartSecondTunnel(ctx context.Context) error {
+	p, err := t.startServer(ctx, 1)
+	t.mu.Lock()
+	t.SecondServer = p
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c, err := t.startClient(ctx, t.tunnelURL(1))
+	t.mu.Lock()
+	t.SecondClient = c
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return t.waitHTTP(ctx, t.Cloud, p, "http://"+net.JoinHostPort(TunnelPod2IP, strconv.Itoa(TunnelAdmin))+"/readyz", 30*time.Second)
+}
+
+// KillSecondServer SIGKILLs the second tunnel server (its endpoint turns
+// not ready, as a pod whose container died).
+func (t *Topology) KillSecondServer() {
+	t.mu.Lock()
+	p := t.SecondServer
+	t.mu.Unlock()
+	if p != nil {
+		p.Kill()
+	}
+}
+
+// StopSecondTunnel stops the second server and its client and removes the
+// second "pod" from the binding's endpoints.
+func (t *Topology) StopSecondTunnel() {
+	t.mu.Lock()
+	s, c := t.SecondServer, t.SecondClient
+	t.SecondServer, t.SecondClient = nil, nil
+	t.mu.Unlock()
+	for _, p := range []*Proc{c, s} {
+		if p != nil {
+			p.Stop(5 * time.Second)
+		}
+	}
+}
+
+// TunnelURL is the websocket URL the (first) client dials.
+func (t *Topology) TunnelURL() string { return t.tunnelURL(0) }
+
+func (t *Topology) tunnelURL(i int) string {
 	scheme := "ws"
 	if t.Cfg.TunnelTLS {
 		scheme = "wss"
 	}
-	return fmt.Sprintf("%s://%s:%d/tunnel", scheme, TunnelHost, TunnelWSPort)
+	return fmt.Sprintf("%s://%s:%d/tunnel", scheme, TunnelHost, TunnelWSPort+i)
 }
 
 // StartTunnelClient starts one more tunnel client in home (its own admin
 // port, so a stopped predecessor does not hold it) and returns it.
 func (t *Topology) StartTunnelClient(ctx context.Context) (*Proc, error) {
+	p, err := t.startClient(ctx, t.TunnelURL())
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.TunnelClients = append(t.TunnelClients, p)
+	t.mu.Unlock()
+	return p, nil
+}
+
+// startClient starts a tunnel client in home dialing url.
+func (t *Topology) startClient(_ context.Context, url string) (*Proc, error) {
 	t.mu.Lock()
 	seq := t.clientSeq
 	t.clientSeq++
 	t.mu.Unlock()
 	args := []string{"client",
-		"--server=" + t.TunnelURL(),
+		"--server=" + url,
 		"--upstream=api=kubernetes.default.svc.cluster.local:" + strconv.Itoa(HomeAPIPort),
 		"--upstream=gateway=" + GatewayHost + ":" + strconv.Itoa(GatewayPort),
 		"--upstream=probe=" + GatewayHost + ":" + strconv.Itoa(ProbePort),
@@ -284,12 +364,16 @@ func (t *Topology) StartTunnelClient(ctx context.Context) (*Proc, error) {
 		return nil, err
 	}
 	t.mu.Lock()
-	t.TunnelClients = append(t.TunnelClients, p)
+	if t.clientAdmin == nil {
+		t.clientAdmin = map[*Proc]int{}
+	}
+	t.clientAdmin[p] = seq
 	t.mu.Unlock()
 	return p, nil
 }
 
-// ClientAdminURL is the admin base URL of the n-th client started.
+// ClientAdminURL is the admin base URL of the n-th client started (the
+// second tunnel's client counts too).
 func ClientAdminURL(n int) string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ClientAdmin+n))
 }
@@ -298,8 +382,8 @@ func ClientAdminURL(n int) string {
 // is up.
 func (t *Topology) WaitClientReady(ctx context.Context, timeout time.Duration) error {
 	t.mu.Lock()
-	n := len(t.TunnelClients) - 1
-	p := t.TunnelClients[n]
+	p := t.TunnelClients[len(t.TunnelClients)-1]
+	n := t.clientAdmin[p]
 	t.mu.Unlock()
 	return t.waitHTTP(ctx, t.Home, p, ClientAdminURL(n)+"/readyz", timeout)
 }

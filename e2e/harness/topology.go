@@ -39,8 +39,11 @@ const (
 	vethPrefix  = "/24"
 
 	// cloud "pod" and "node" addresses (a dummy interface: home has no route).
-	CloudAPIIP    = "10.244.0.1"
-	TunnelPodIP   = "10.244.0.10"
+	CloudAPIIP  = "10.244.0.1"
+	TunnelPodIP = "10.244.0.10"
+	// TunnelPod2IP is the second tunnel-server "pod" (StartSecondTunnel);
+	// its websocket endpoint listens on TunnelWSPort+1.
+	TunnelPod2IP  = "10.244.0.11"
 	WebhookPodIP  = "10.244.0.20"
 	CloudSvcCIDR  = "10.97.0.0/16"
 	CloudAPIPort  = 6443
@@ -133,6 +136,9 @@ type Topology struct {
 	TunnelServer  *Proc
 	TunnelClients []*Proc
 	Webhook       *Proc
+	// SecondServer is the tunnel server at TunnelPod2IP, nil until
+	// StartSecondTunnel; SecondClient is the client dialing it.
+	SecondServer, SecondClient *Proc
 
 	HomeToken string
 	Binding   Binding
@@ -142,6 +148,8 @@ type Topology struct {
 	ingressKey                 string
 	mu                         sync.Mutex
 	clientSeq                  int
+	clientAdmin                map[*Proc]int // client -> its seq (admin port ClientAdmin+seq)
+	pods                       podReadiness
 }
 
 // Binding is what the e2e needs to know of the tunnel binding Services.
@@ -195,7 +203,7 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 	if t.CloudVeth, t.HomeVeth, err = Veth(t.Cloud, t.Home, CloudVethIP+vethPrefix, HomeVethIP+vethPrefix); err != nil {
 		return t, err
 	}
-	if err := t.Cloud.AddAddrs("pods", CloudAPIIP+"/32", TunnelPodIP+"/32", WebhookPodIP+"/32"); err != nil {
+	if err := t.Cloud.AddAddrs("pods", CloudAPIIP+"/32", TunnelPodIP+"/32", TunnelPod2IP+"/32", WebhookPodIP+"/32"); err != nil {
 		return t, err
 	}
 	if err := t.Home.AddAddrs("lan", HomeAPIIP+"/32", HomeGatewayIP+"/32"); err != nil {
@@ -255,6 +263,9 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 		if err := t.startTunnel(ctx); err != nil {
 			return t, err
 		}
+		if err := t.startPodReadiness(ctx); err != nil {
+			return t, err
+		}
 	}
 	return t, nil
 }
@@ -262,8 +273,10 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 // Close stops every process and removes the namespaces. Safe to call on a
 // partly built topology and more than once.
 func (t *Topology) Close() {
+	t.pods.stop()
 	t.mu.Lock()
 	procs := append([]*Proc{}, t.TunnelClients...)
+	procs = append(procs, t.SecondClient, t.SecondServer)
 	t.mu.Unlock()
 	for _, p := range append(procs, t.TunnelServer, t.Webhook, t.Gateway) {
 		if p != nil {
@@ -294,7 +307,7 @@ func (t *Topology) Procs() []*Proc {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, p := range append([]*Proc{t.Gateway, t.Webhook, t.TunnelServer}, t.TunnelClients...) {
+	for _, p := range append([]*Proc{t.Gateway, t.Webhook, t.TunnelServer, t.SecondServer, t.SecondClient}, t.TunnelClients...) {
 		if p != nil {
 			out = append(out, p)
 		}

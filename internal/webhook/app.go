@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -104,7 +105,8 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	log.Info("starting webhook", "port", o.Port, "bindAddress", o.BindAddress, "certDir", o.CertDir,
 		"trustedNamespaces", o.TrustedNamespaces, "clusterDomain", o.Mutate.ClusterDomain,
-		"leaderElect", o.LeaderElect, "resyncPeriod", o.ResyncPeriod.String())
+		"leaderElect", o.LeaderElect, "resyncPeriod", o.ResyncPeriod.String(),
+		"gatewayReadyAddresses", o.GatewayAddresses, "gatewayDebounce", o.GatewayDebounce.String())
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
@@ -128,18 +130,30 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		trusted[ns] = cache.Config{}
 	}
 	resync := o.ResyncPeriod
+	byObject := map[client.Object]cache.ByObject{
+		&corev1.Service{}: {Namespaces: trusted, Label: labels.NewSelector().Add(*hasLink)},
+		namespaceMeta():   {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
+	}
+	informers := []client.Object{&corev1.Service{}, namespaceMeta()}
+	if o.GatewayAddresses {
+		// The ready tunnel-server addresses: EndpointSlices of Services
+		// in the trusted namespaces only (granted there, like Services).
+		hasService, err := labels.NewRequirement(mutate.LabelServiceName, selection.Exists, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("EndpointSlice selector: %w", err)
+		}
+		byObject[&discoveryv1.EndpointSlice{}] = cache.ByObject{Namespaces: trusted, Label: labels.NewSelector().Add(*hasService)}
+		informers = append(informers, &discoveryv1.EndpointSlice{})
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
 			SyncPeriod: &resync,
-			// Only the two informers below exist: a Get of another kind
+			// Only the informers above exist: a Get of another kind
 			// through the cache fails instead of starting a cluster-wide
 			// informer (no cluster-wide Secret cache, ever).
 			ReaderFailOnMissingInformer: true,
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Service{}: {Namespaces: trusted, Label: labels.NewSelector().Add(*hasLink)},
-				namespaceMeta():   {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
-			},
+			ByObject:                    byObject,
 		},
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress: o.HealthAddr,
@@ -162,10 +176,10 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 	if err != nil {
 		return nil, nil, fmt.Errorf("create manager: %w", err)
 	}
-	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces}
-	// Create both informers now: the webhook serves on every replica, not
+	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces, GatewayAddresses: o.GatewayAddresses}
+	// Create the informers now: the webhook serves on every replica, not
 	// only on the leader whose controller would otherwise create them.
-	for _, obj := range []client.Object{&corev1.Service{}, namespaceMeta()} {
+	for _, obj := range informers {
 		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
 			return nil, nil, fmt.Errorf("create informer for %T: %w", obj, err)
 		}
@@ -179,12 +193,14 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 	}
 
 	rec := &Reconciler{
-		Lookup:  lookup,
-		Reader:  mgr.GetAPIReader(),
-		Writer:  mgr.GetClient(),
-		Mapper:  mgr.GetRESTMapper(),
-		Options: o.Mutate,
-		Log:     log.With("component", "reconciler"),
+		Lookup:   lookup,
+		Reader:   mgr.GetAPIReader(),
+		Writer:   mgr.GetClient(),
+		Mapper:   mgr.GetRESTMapper(),
+		Events:   mgr.GetEventRecorder("l5d-tunnel-webhook"),
+		Options:  o.Mutate,
+		Debounce: o.GatewayDebounce,
+		Log:      log.With("component", "reconciler"),
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, nil, fmt.Errorf("set up reconciler: %w", err)

@@ -189,7 +189,7 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 		t.Errorf("%s %s: annotation %s = %q, want %q", kind, u.GetName(), mutate.AnnotationRewrittenFor, ann[mutate.AnnotationRewrittenFor], b.String())
 	}
 	svc := b.Service + "." + b.Namespace + ".svc.cluster.local"
-	hl := b.Headless + "." + b.Namespace + ".svc.cluster.local"
+	hl := b.GatewayAddress("cluster.local") // the headless name unless addresses are ready
 	switch kind {
 	case mutate.KindLink:
 		spec, _, _ := unstructured.NestedMap(u.Object, "spec")

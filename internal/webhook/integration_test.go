@@ -890,6 +890,10 @@ func TestLeastPrivilege(t *testing.T) {
 	b := testBinding("home")
 	b.Namespace = trustedNS
 	we.kubectl(t, bindingYAML("home", trustedNS, ""), "apply", "-f", "-")
+	// One ready tunnel-server pod: the webhook reads it with the shipped
+	// RBAC and reports the Link's new gatewayAddress as an Event.
+	b.GatewayAddresses = []string{"10.244.0.10"}
+	applySlice(t, we, gatewaySlice(b, map[string]bool{"10.244.0.10": true}))
 	we.apply(t, toYAML(t, append(objs, extra)))
 	for _, o := range append(links, extra) {
 		checkOriginal(t, o, we.get(t, o)) // the webhook is down
@@ -938,6 +942,9 @@ func TestLeastPrivilege(t *testing.T) {
 		return fmt.Errorf("no forbidden line for namespace extra")
 	})
 	checkOriginal(t, extra, we.get(t, extra))
+	eventually(t, 30*time.Second, "Event on the Link", func() error {
+		return linkEvent(we, "linkerd-multicluster", "home", "10.244.0.10")
+	})
 	// Nothing asked for more than the RBAC grants, apart from "extra".
 	raw, _ := os.ReadFile(we.logPath)
 	for _, l := range strings.Split(string(raw), "\n") {

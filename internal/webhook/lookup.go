@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,11 +35,15 @@ type Namespaces interface {
 // CacheLookup answers both questions from the manager's cache: binding
 // Services come from an informer restricted to the trusted namespaces and
 // to Services labelled l5d-tunnel.io/link; namespaces from a metadata-only
-// informer restricted to l5d-tunnel.io/rewrite=enabled.
+// informer restricted to l5d-tunnel.io/rewrite=enabled. With
+// GatewayAddresses, bindings carry the ready addresses of their headless
+// Service, from an EndpointSlice informer restricted to the trusted
+// namespaces.
 type CacheLookup struct {
-	Cache   cache.Cache
-	Trusted []string
-	synced  atomic.Bool
+	Cache            cache.Cache
+	Trusted          []string
+	GatewayAddresses bool
+	synced           atomic.Bool
 }
 
 var (
@@ -91,7 +96,30 @@ func (l *CacheLookup) Binding(ctx context.Context, cluster string) (*mutate.Bind
 	if err != nil {
 		return nil, err
 	}
-	return mutate.FindBinding(cluster, svcs, l.Trusted)
+	b, err := mutate.FindBinding(cluster, svcs, l.Trusted)
+	if err != nil || b == nil {
+		return b, err
+	}
+	if err := l.withReadyAddresses(ctx, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// withReadyAddresses sets b.GatewayAddresses from the cached EndpointSlices
+// of b's headless Service (nothing when GatewayAddresses is off).
+func (l *CacheLookup) withReadyAddresses(ctx context.Context, b *mutate.Binding) error {
+	if !l.GatewayAddresses || b == nil {
+		return nil
+	}
+	var list discoveryv1.EndpointSliceList
+	// Read-only use (ReadyAddresses never writes): no deep copies.
+	if err := l.Cache.List(ctx, &list, client.InNamespace(b.Namespace), client.UnsafeDisableDeepCopy,
+		client.MatchingLabels{mutate.LabelServiceName: b.Headless}); err != nil {
+		return fmt.Errorf("list EndpointSlices of %s/%s: %w", b.Namespace, b.Headless, err)
+	}
+	b.GatewayAddresses = mutate.ReadyAddresses(b, list.Items)
+	return nil
 }
 
 // OptedIn implements Namespaces.

@@ -30,8 +30,17 @@ var (
 		Name: "l5d_tunnel_webhook_bindings",
 		Help: "Usable tunnel bindings (clusters) in trusted namespaces, as of the last reconcile.",
 	})
+	linkUpdatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "l5d_tunnel_webhook_link_updates_total",
+		Help: "Link updates the reconciler made, by binding (<namespace>/<Service>) and whether spec.gatewayAddress changed (gateway=changed|same); each update with a changed spec restarts the link's service mirror watcher.",
+	}, []string{"binding", "gateway"})
+	gatewayReadyGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "l5d_tunnel_webhook_gateway_ready_addresses",
+		Help: "Ready tunnel-server addresses of each binding's headless Service (<namespace>/<Service>), as of the last reconcile; 0 means Links name the headless Service.",
+	}, []string{"binding"})
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(admissionsTotal, reconcileUpdatesTotal, reconcileErrorsTotal, bindingsGauge)
+	ctrlmetrics.Registry.MustRegister(admissionsTotal, reconcileUpdatesTotal, reconcileErrorsTotal, bindingsGauge,
+		linkUpdatesTotal, gatewayReadyGauge)
 }

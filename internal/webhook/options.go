@@ -55,7 +55,20 @@ type Options struct {
 	// ResyncPeriod is how often the reconciler re-checks every opted-in
 	// namespace even without events.
 	ResyncPeriod time.Duration
+	// GatewayAddresses writes the ready tunnel-server pod addresses of each
+	// binding (its headless Service's EndpointSlices) into the Link's
+	// gatewayAddress and follows them; false keeps the headless Service's
+	// name (docs/design.md, "Failover").
+	GatewayAddresses bool
+	// GatewayDebounce is how long the reconciler waits after the first
+	// change of a binding's ready addresses before it updates the Links, so
+	// that a rolling update costs one or two Link writes.
+	GatewayDebounce time.Duration
 }
+
+// MaxGatewayDebounce bounds --gateway-debounce: a longer wait keeps a dead
+// pod in the mirror Endpoints longer than it saves.
+const MaxGatewayDebounce = 30 * time.Second
 
 // DefaultOptions returns the defaults documented in docs/webhook.md. The
 // trusted namespace defaults to POD_NAMESPACE.
@@ -69,6 +82,9 @@ func DefaultOptions() Options {
 		LogFormat:    "json",
 		LogLevel:     "info",
 		ResyncPeriod: 10 * time.Minute,
+
+		GatewayAddresses: true,
+		GatewayDebounce:  300 * time.Millisecond,
 	}
 	if ns := os.Getenv(EnvPodNamespace); ns != "" {
 		o.TrustedNamespaces = []string{ns}
@@ -113,6 +129,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: json or text")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: debug, info, warn or error")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "how often the reconciler re-checks every opted-in namespace")
+	fs.BoolVar(&o.GatewayAddresses, "gateway-ready-addresses", o.GatewayAddresses, "set each Link's gatewayAddress to the ready tunnel-server pod addresses of its binding (its headless Service's EndpointSlices) and follow them; false keeps the headless Service's name")
+	fs.DurationVar(&o.GatewayDebounce, "gateway-debounce", o.GatewayDebounce, "how long the reconciler waits after a change of the ready tunnel-server addresses before it updates the Links (0-"+MaxGatewayDebounce.String()+")")
 }
 
 // Validate checks the options; every error wraps ErrUsage and names its flag.
@@ -164,6 +182,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ResyncPeriod < time.Second {
 		bad("resync-period", "%s is shorter than 1s", o.ResyncPeriod)
+	}
+	if o.GatewayDebounce < 0 || o.GatewayDebounce > MaxGatewayDebounce {
+		bad("gateway-debounce", "%s is outside 0-%s", o.GatewayDebounce, MaxGatewayDebounce)
 	}
 	return errors.Join(errs...)
 }

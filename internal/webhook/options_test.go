@@ -31,6 +31,9 @@ func TestMainBadFlags(t *testing.T) {
 		"bad metrics addr":    {[]string{"--cert-dir", dir, "--metrics-addr", ":99999"}, "--metrics-addr"},
 		"bad bind address":    {[]string{"--cert-dir", dir, "--bind-address", "localhost"}, "--bind-address"},
 		"short resync":        {[]string{"--cert-dir", dir, "--resync-period", "10ms"}, "--resync-period"},
+		"negative debounce":   {[]string{"--cert-dir", dir, "--gateway-debounce", "-1s"}, "--gateway-debounce"},
+		"long debounce":       {[]string{"--cert-dir", dir, "--gateway-debounce", "5m"}, "--gateway-debounce"},
+		"bad ready addresses": {[]string{"--cert-dir", dir, "--gateway-ready-addresses=sometimes"}, "-gateway-ready-addresses"},
 		"bad leader election": {[]string{"--cert-dir", dir, "--leader-elect=maybe"}, "-leader-elect"},
 		"stray argument":      {[]string{"--cert-dir", dir, "extra"}, "extra"},
 	} {
@@ -54,7 +57,8 @@ func TestMainHelp(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, f := range []string{"-cert-dir", "-port", "-trusted-namespaces", "-cluster-domain", "-default-tls-server-name",
-		"-health-addr", "-metrics-addr", "-kubeconfig", "-leader-elect", "-log-format", "-resync-period", "-bind-address"} {
+		"-health-addr", "-metrics-addr", "-kubeconfig", "-leader-elect", "-log-format", "-resync-period", "-bind-address",
+		"-gateway-ready-addresses", "-gateway-debounce"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("--help lacks %s", f)
 		}
@@ -68,7 +72,8 @@ func TestDefaultsFromPodNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(o.TrustedNamespaces) != 1 || o.TrustedNamespaces[0] != "tunnel-ns" || o.Port != 9443 || !o.LeaderElect ||
-		o.Mutate.ClusterDomain != "cluster.local" || o.Mutate.DefaultTLSServerName != "kubernetes.default.svc" {
+		o.Mutate.ClusterDomain != "cluster.local" || o.Mutate.DefaultTLSServerName != "kubernetes.default.svc" ||
+		!o.GatewayAddresses || o.GatewayDebounce != 300*time.Millisecond {
 		t.Errorf("defaults: %+v", o)
 	}
 	o, err = Parse([]string{"--cert-dir", t.TempDir(), "--trusted-namespaces", "a, b,,c"}, &bytes.Buffer{})

@@ -6,18 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -34,14 +40,34 @@ import (
 // are never cached cluster-wide: RBAC grants them per namespace), and
 // updates only objects Mutate changes. A Forbidden in one namespace or for
 // one kind is logged and the rest still reconciles.
+//
+// With Lookup.GatewayAddresses, changes of the ready addresses of a
+// binding's headless Service (its EndpointSlices) reconcile every opted-in
+// namespace Debounce after the first change: the changes of a rolling
+// update fold into one or two Link writes. A Link is written only when its
+// value really changes (an unchanged write still restarts older service
+// mirrors' watchers), and a changed gatewayAddress is reported as an Event
+// on the Link.
 type Reconciler struct {
-	Lookup  *CacheLookup
-	Reader  client.Reader // uncached reads (mgr.GetAPIReader())
-	Writer  client.Writer
-	Mapper  meta.RESTMapper
-	Options mutate.Options
-	Log     *slog.Logger
+	Lookup   *CacheLookup
+	Reader   client.Reader // uncached reads (mgr.GetAPIReader())
+	Writer   client.Writer
+	Mapper   meta.RESTMapper
+	Events   events.EventRecorder // nil: no Events
+	Options  mutate.Options
+	Debounce time.Duration
+	Log      *slog.Logger
+
+	mu         sync.Mutex
+	readyNames map[string]bool // binding labels of gatewayReadyGauge
 }
+
+// Event reasons on Links.
+const (
+	// EventGatewayAddressChanged: the reconciler changed the Link's
+	// gatewayAddress (the ready tunnel-server addresses changed).
+	EventGatewayAddressChanged = "GatewayAddressChanged"
+)
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
 
@@ -61,14 +87,83 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return out
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("l5d-tunnel-rewrite").
 		// One manager per process in the binary; the tests run several
 		// in sequence, each with this controller.
 		WithOptions(controller.Options{SkipNameValidation: ptr.To(true)}).
 		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(namespaceMeta()), &handler.EnqueueRequestForObject{})).
-		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&corev1.Service{}), all)).
-		Complete(r)
+		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&corev1.Service{}), all))
+	if r.Lookup.GatewayAddresses {
+		b = b.WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&discoveryv1.EndpointSlice{}), r.sliceHandler()))
+	}
+	return b.Complete(r)
+}
+
+// sliceHandler enqueues every opted-in namespace Debounce after an
+// EndpointSlice of a binding's headless Service changed its ready
+// addresses. The work queue keeps the earliest time of an item already
+// waiting, so every change inside the window folds into that reconcile.
+func (r *Reconciler) sliceHandler() handler.EventHandler {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	enqueue := func(ctx context.Context, obj client.Object, q queue) {
+		s, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || !r.isGatewaySlice(ctx, s) {
+			return
+		}
+		nss, err := r.Lookup.OptedInNamespaces(ctx)
+		if err != nil {
+			r.Log.Error("list opted-in namespaces", "error", err)
+			return
+		}
+		r.Log.Debug("ready gateway addresses changed", "namespace", s.Namespace, "slice", s.Name,
+			"service", s.Labels[mutate.LabelServiceName], "ready", sliceReady(s), "debounce", r.Debounce.String())
+		for _, ns := range nss {
+			q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: ns}}, r.Debounce)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) { enqueue(ctx, e.Object, q) },
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
+			o, _ := e.ObjectOld.(*discoveryv1.EndpointSlice)
+			n, _ := e.ObjectNew.(*discoveryv1.EndpointSlice)
+			if o != nil && n != nil && o.DeletionTimestamp.Equal(n.DeletionTimestamp) &&
+				o.Labels[mutate.LabelServiceName] == n.Labels[mutate.LabelServiceName] &&
+				slices.Equal(sliceReady(o), sliceReady(n)) {
+				return // the ready addresses did not change (resync, other conditions)
+			}
+			enqueue(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc:  func(ctx context.Context, e event.DeleteEvent, q queue) { enqueue(ctx, e.Object, q) },
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q queue) { enqueue(ctx, e.Object, q) },
+	}
+}
+
+// sliceReady is the ready addresses of one slice, as ReadyAddresses counts them.
+func sliceReady(s *discoveryv1.EndpointSlice) []string {
+	return mutate.ReadyAddresses(&mutate.Binding{Namespace: s.Namespace, Headless: s.Labels[mutate.LabelServiceName]},
+		[]discoveryv1.EndpointSlice{*s})
+}
+
+// isGatewaySlice reports whether s belongs to the headless Service of a
+// trusted binding (the webhook's own Service has slices in the same
+// namespace; they are not a reason to reconcile).
+func (r *Reconciler) isGatewaySlice(ctx context.Context, s *discoveryv1.EndpointSlice) bool {
+	name := s.Labels[mutate.LabelServiceName]
+	if name == "" {
+		return false
+	}
+	svcs, err := r.Lookup.BindingServices(ctx, "")
+	if err != nil {
+		r.Log.Error("list binding Services", "error", err)
+		return false
+	}
+	for _, svc := range svcs {
+		if svc.Namespace == s.Namespace && svc.Name == name && svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			return true
+		}
+	}
+	return false
 }
 
 // Reconcile implements reconcile.Reconciler; req.Name is a namespace.
@@ -141,6 +236,7 @@ func (r *Reconciler) bindings(ctx context.Context, log *slog.Logger) (map[string
 	}
 	out := make(map[string]bindingResult, len(clusters))
 	usable := 0
+	ready := map[string]int{}
 	for _, c := range clusters {
 		b, err := mutate.FindBinding(c, svcs, r.Lookup.Trusted)
 		if errors.Is(err, mutate.ErrUntrustedBinding) {
@@ -151,12 +247,36 @@ func (r *Reconciler) bindings(ctx context.Context, log *slog.Logger) (map[string
 			log.Error("tunnel binding unusable; objects of this cluster are left as they are", "cluster", c, "error", err)
 		}
 		if b != nil {
+			if err := r.Lookup.withReadyAddresses(ctx, b); err != nil {
+				return nil, err
+			}
 			usable++
+			ready[b.String()] = len(b.GatewayAddresses)
 		}
 		out[c] = bindingResult{b, err}
 	}
 	bindingsGauge.Set(float64(usable))
+	if r.Lookup.GatewayAddresses {
+		r.setReady(ready)
+	}
 	return out, nil
+}
+
+// setReady sets gatewayReadyGauge to ready and drops the bindings that are
+// gone.
+func (r *Reconciler) setReady(ready map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name := range r.readyNames {
+		if _, ok := ready[name]; !ok {
+			gatewayReadyGauge.DeleteLabelValues(name)
+		}
+	}
+	r.readyNames = make(map[string]bool, len(ready))
+	for name, n := range ready {
+		gatewayReadyGauge.WithLabelValues(name).Set(float64(n))
+		r.readyNames[name] = true
+	}
 }
 
 func (r *Reconciler) reconcileObject(ctx context.Context, log *slog.Logger, obj *unstructured.Unstructured, bindings map[string]bindingResult) error {
@@ -200,8 +320,49 @@ func (r *Reconciler) reconcileObject(ctx context.Context, log *slog.Logger, obj 
 		return fmt.Errorf("%s %s %s/%s: %w", action, kind, obj.GetNamespace(), obj.GetName(), err)
 	}
 	reconcileUpdatesTotal.WithLabelValues(string(kind), action).Inc()
+	if kind == mutate.KindLink {
+		r.linkUpdated(log, obj, out, br.b)
+	}
 	log.Info("reconciled", "action", action, "binding", br.b.String())
 	return nil
+}
+
+// linkUpdated counts a Link update per binding and reports a changed
+// gatewayAddress as an Event on the Link.
+func (r *Reconciler) linkUpdated(log *slog.Logger, before, after *unstructured.Unstructured, b *mutate.Binding) {
+	binding := b.String()
+	if b == nil { // restored: the binding it was rewritten for
+		binding = before.GetAnnotations()[mutate.AnnotationRewrittenFor]
+	}
+	was, _, _ := unstructured.NestedString(before.Object, "spec", "gatewayAddress")
+	now, _, _ := unstructured.NestedString(after.Object, "spec", "gatewayAddress")
+	if was == now {
+		linkUpdatesTotal.WithLabelValues(binding, "same").Inc()
+		return
+	}
+	linkUpdatesTotal.WithLabelValues(binding, "changed").Inc()
+	log.Info("Link gatewayAddress changed", "from", was, "to", now)
+	if r.Events == nil {
+		return
+	}
+	var note string
+	switch {
+	case b == nil:
+		note = fmt.Sprintf("gatewayAddress %s -> %s: restored, no tunnel binding", was, now)
+	case len(b.GatewayAddresses) == 0:
+		note = fmt.Sprintf("gatewayAddress %s -> %s: no ready tunnel-server address in %s/%s, using its name", was, now, b.Namespace, b.Headless)
+	default:
+		note = fmt.Sprintf("gatewayAddress %s -> %s: %d ready tunnel-server %s of %s/%s", was, now,
+			len(b.GatewayAddresses), plural(len(b.GatewayAddresses), "address", "addresses"), b.Namespace, b.Headless)
+	}
+	r.Events.Eventf(after, nil, corev1.EventTypeNormal, EventGatewayAddressChanged, "Update", "%s", note)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // listProbes lists the probe Services of ns (by label, as Classify).

@@ -166,6 +166,14 @@ type Binding struct {
 	// on: the gateway port's targetPort on Headless (mirror Endpoints point
 	// straight at the pod IPs the headless name resolves to).
 	GatewayPort int32
+	// GatewayAddresses are the ready addresses of Headless's endpoints (the
+	// tunnel-server pod IPs), as the caller found them (ReadyAddresses).
+	// When there is at least one, the Link's gatewayAddress is their sorted,
+	// de-duplicated, comma-separated list instead of HeadlessFQDN, so that
+	// Linkerd's service mirror drops a dead pod as soon as the list changes
+	// (docs/design.md, "Failover"). Empty: HeadlessFQDN. Every entry must
+	// be an IP address; order, duplicates and spelling do not matter.
+	GatewayAddresses []string
 }
 
 // Options are the cluster-wide settings of the rewrite.

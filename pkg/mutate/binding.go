@@ -57,6 +57,9 @@ func (b *Binding) Validate() error {
 			problems = append(problems, fmt.Sprintf("port %q is %d, want 1-65535", p.name, p.v))
 		}
 	}
+	if _, err := GatewayList(b.GatewayAddresses); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w for cluster %q: %s", ErrInvalidBinding, b.Cluster, strings.Join(problems, ", "))
 	}

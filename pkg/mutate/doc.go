@@ -11,8 +11,10 @@
 //   - the probe Service (label mirror.linkerd.io/mirrored-gateway=true)
 //     becomes type ExternalName pointing at the binding's ClusterIP Service,
 //     on the binding's probe port;
-//   - the Link gets gatewayAddress = the binding's headless Service,
-//     gatewayPort = its gateway port and probeSpec.port = the probe port;
+//   - the Link gets gatewayAddress = the binding's ready tunnel-server
+//     addresses (Binding.GatewayAddresses, comma-separated; the headless
+//     Service's name when none is ready), gatewayPort = its gateway port and
+//     probeSpec.port = the probe port;
 //   - the credentials Secret gets its kubeconfig server pointed at the
 //     binding's api port, with tls-server-name set so the home API server's
 //     certificate still verifies.
@@ -41,6 +43,12 @@
 // parsed and written with client-go's clientcmd; a kubeconfig written by an
 // older client-go comes back from a restore equal as a kubeconfig, not byte
 // for byte (client-go v0.35 omits `preferences: {}`).
+//
+// The ready addresses are an input: the caller reads the headless Service's
+// EndpointSlices and passes them through ReadyAddresses. A new list is a new
+// rewritten value like any other: the recorded original stays, and a list
+// that changes is written again because the stored one is the recorded
+// written value.
 //
 // Bindings: FindBinding trusts only Services in the namespaces it is given;
 // an error wrapping ErrUntrustedBinding means there is no usable binding

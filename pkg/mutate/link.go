@@ -9,7 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// linkRewriter points a Link's gateway at the binding's headless Service and
+// linkRewriter points a Link's gateway at the binding's ready tunnel-server
+// addresses (the headless Service's name when none is ready) and
 // its probe at the binding's probe port, keeping each port's JSON type
 // (string in every CRD version, a number in some older CLIs' output).
 type linkRewriter struct {
@@ -53,7 +54,7 @@ func (l *linkRewriter) read(u *unstructured.Unstructured) (values, error) {
 
 func (l *linkRewriter) tunnel(b *Binding, opts Options, _ values) (values, error) {
 	return values{
-		FieldGatewayAddress: present(b.HeadlessFQDN(opts.ClusterDomain)),
+		FieldGatewayAddress: present(b.GatewayAddress(opts.ClusterDomain)),
 		FieldGatewayPort:    present(itoa(b.GatewayPort)),
 		FieldProbePort:      present(itoa(b.ProbePort)),
 	}, nil
