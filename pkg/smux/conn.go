@@ -35,8 +35,10 @@ type Conn struct {
 	// RTT estimate from Ping/pong: the least of the recent samples, so
 	// queueing behind bulk data (which a busy loopback tunnel has plenty
 	// of) does not pass for path length.
-	epoch   time.Time
-	minRTT  atomic.Int64
+	epoch  time.Time
+	minRTT atomic.Int64
+	// ponging is set while an answer to the peer's ping is being written.
+	ponging atomic.Bool
 	samples [rttSamples]time.Duration // written by the pong handler only
 	next    int
 }
@@ -54,6 +56,22 @@ func NewConn(ws *websocket.Conn, timeout time.Duration) *Conn {
 	// A pong (answer to a WriteControl ping) proves the peer is alive and,
 	// if it answers one of our Pings, times the round trip. The handler runs
 	// on the reading goroutine, inside Read.
+	// The peer's pings are answered off the reading goroutine: gorilla's
+	// default handler writes the pong inline, and while a data write holds
+	// the connection (the peer is slow to read) that would stop this side
+	// from reading for up to a second; both sides doing it at once stalls
+	// the session. A ping that arrives while an answer is in flight is
+	// dropped (they are periodic).
+	ws.SetPingHandler(func(data string) error {
+		if !c.ponging.CompareAndSwap(false, true) {
+			return nil
+		}
+		go func() {
+			defer c.ponging.Store(false)
+			_ = ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(pongWriteTimeout))
+		}()
+		return nil
+	})
 	ws.SetPongHandler(func(data string) error {
 		c.pong(data)
 		if c.timeout > 0 {
@@ -196,6 +214,9 @@ func (c *Conn) Ping() error {
 	binary.LittleEndian.PutUint64(b[:], uint64(time.Since(c.epoch)))
 	return c.ws.WriteControl(websocket.PingMessage, b[:], time.Now().Add(time.Second))
 }
+
+// pongWriteTimeout bounds the write of one pong.
+const pongWriteTimeout = 5 * time.Second
 
 // maxRTTSample drops absurd samples (a peer's unsolicited pong).
 const maxRTTSample = 10 * time.Second
