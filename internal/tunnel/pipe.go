@@ -294,6 +294,11 @@ const resetPoll = 500 * time.Millisecond
 // would go unnoticed while the local socket stays quiet: the stream is
 // polled (a Read after the FIN returns io.EOF at once, or the reset).
 func (p *pipe) watchStream(done <-chan struct{}) {
+	select {
+	case <-done:
+		return // the usual case: both directions ended together
+	default:
+	}
 	if p.broken.Load() {
 		<-done
 		return
