@@ -907,6 +907,11 @@ func (c *chaos) runCaller(cl *caller) {
 		default:
 			cl.readErr = err
 		}
+		if cl.readErr != nil {
+			// give up with an RST: after our own FIN and with nothing
+			// unread, a plain close would put nothing on the wire
+			_ = tc.SetLinger(0)
+		}
 
 	case kindNoRead:
 		_ = tc.SetWriteDeadline(cl.start.Add(cl.hold))
