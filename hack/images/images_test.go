@@ -82,7 +82,7 @@ func images(t *testing.T) *result {
 			buildErr = err
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 		defer cancel()
 		start := time.Now()
 		built, buildErr = build(ctx, testOptions(t, filepath.Join(buildDir, "a")))
@@ -98,7 +98,7 @@ func images(t *testing.T) *result {
 // the same index digests and byte-identical docker tarballs.
 func TestReproducible(t *testing.T) {
 	first := images(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	start := time.Now()
 	second, err := build(ctx, testOptions(t, filepath.Join(buildDir, "b")))
