@@ -789,36 +789,6 @@ func TestWebhookFlags(t *testing.T) {
 	}
 }
 
-// TestDockerfiles checks what can be checked without a container engine:
-// a multi-stage build of a static binary into a distroless or scratch image
-// that runs as a non-root UID, one per binary.
-func TestDockerfiles(t *testing.T) {
-	for _, bin := range []string{"tunnel", "webhook"} {
-		t.Run(bin, func(t *testing.T) {
-			raw, err := os.ReadFile(root("build", bin+".Dockerfile"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := string(raw)
-			froms := regexp.MustCompile(`(?m)^FROM[ \t]+(--\S+[ \t]+)*(\S+)`).FindAllStringSubmatch(s, -1)
-			if len(froms) != 2 || !strings.HasPrefix(froms[0][2], "golang:") {
-				t.Fatalf("want a golang build stage and a final stage, got %v", froms)
-			}
-			if final := froms[1][2]; !strings.HasPrefix(final, "gcr.io/distroless/static") && final != "scratch" {
-				t.Errorf("final stage %q: want distroless/static or scratch", final)
-			}
-			for _, want := range []string{"CGO_ENABLED=0", "./cmd/" + bin, "-trimpath", "USER 65532:65532", `ENTRYPOINT ["/` + bin + `"]`} {
-				if !strings.Contains(s, want) {
-					t.Errorf("missing %q", want)
-				}
-			}
-			if _, err := os.Stat(root("cmd", bin)); err != nil {
-				t.Errorf("cmd/%s: %v", bin, err)
-			}
-		})
-	}
-}
-
 // TestTunnelArgsRun runs bin/tunnel with the exact arguments of the rendered
 // server and client Deployments, in a network namespace of their own (the
 // ports are the real ones): the server starts its listeners, the client

@@ -106,7 +106,7 @@ const (
 // It runs once whatever b.N is. Targets (issue 3): p99 < 5 ms, RSS < 50 MiB.
 func BenchmarkLiveWebhookLoad(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "webhook")
-	// Built as build/webhook.Dockerfile builds the shipped image.
+	// Built as `make images` (hack/images) builds the shipped image.
 	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/webhook")
 	build.Dir = testenv.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
