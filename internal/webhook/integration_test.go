@@ -648,25 +648,7 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 	b := testBinding(fc.cluster)
 	b.Namespace = trustedNS
 	we.kubectl(t, bindingYAML(fc.cluster, trustedNS, ""), "apply", "-f", "-")
-	for _, o := range links {
-		kind, _ := mutate.Classify(o)
-		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
-			got := we.get(t, o)
-			if err := rewrittenErr(kind, got, b); err != nil {
-				return err
-			}
-			if kind == mutate.KindCredentials {
-				enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
-				kc, _ := base64.StdEncoding.DecodeString(enc)
-				for _, keep := range []string{"# hand-edited", "someFutureField: {a: 1}", "someExtension: keep-me"} {
-					if !strings.Contains(string(kc), keep) {
-						return fmt.Errorf("Secret %s/%s: the rewrite dropped %q", got.GetNamespace(), got.GetName(), keep)
-					}
-				}
-			}
-			return nil
-		})
-	}
+	waitRewrittenKeepingEdits(t, we, links, b)
 
 	// The binding changes (another probe port): rewritten again, from the
 	// recorded originals.
@@ -694,6 +676,33 @@ func testLateBinding(t *testing.T, we *webhookEnv) {
 	for _, o := range links {
 		eventually(t, 30*time.Second, fmt.Sprintf("reconciler restores %s/%s", o.GetNamespace(), o.GetName()), func() error {
 			return originalErr(o, we.get(t, o))
+		})
+	}
+}
+
+// waitRewrittenKeepingEdits waits until the reconciler has rewritten every
+// object of links for b, and each credentials Secret kept the hand edits
+// handEditCredentials made.
+func waitRewrittenKeepingEdits(t *testing.T, we *webhookEnv, links []*unstructured.Unstructured, b *mutate.Binding) {
+	t.Helper()
+	for _, o := range links {
+		kind, _ := mutate.Classify(o)
+		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
+			got := we.get(t, o)
+			if err := rewrittenErr(kind, got, b); err != nil {
+				return err
+			}
+			if kind != mutate.KindCredentials {
+				return nil
+			}
+			enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
+			kc, _ := base64.StdEncoding.DecodeString(enc)
+			for _, keep := range []string{"# hand-edited", "someFutureField: {a: 1}", "someExtension: keep-me"} {
+				if !strings.Contains(string(kc), keep) {
+					return fmt.Errorf("Secret %s/%s: the rewrite dropped %q", got.GetNamespace(), got.GetName(), keep)
+				}
+			}
+			return nil
 		})
 	}
 }
@@ -910,25 +919,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	we.runWebhook(t, func(o *Options) { o.Kubeconfig = kcPath })
-	for _, o := range links {
-		kind, _ := mutate.Classify(o)
-		eventually(t, 30*time.Second, fmt.Sprintf("reconciler rewrites %s %s/%s", kind, o.GetNamespace(), o.GetName()), func() error {
-			got := we.get(t, o)
-			if err := rewrittenErr(kind, got, b); err != nil {
-				return err
-			}
-			if kind == mutate.KindCredentials {
-				enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
-				kc, _ := base64.StdEncoding.DecodeString(enc)
-				for _, keep := range []string{"# hand-edited", "someFutureField: {a: 1}", "someExtension: keep-me"} {
-					if !strings.Contains(string(kc), keep) {
-						return fmt.Errorf("Secret %s/%s: the rewrite dropped %q", got.GetNamespace(), got.GetName(), keep)
-					}
-				}
-			}
-			return nil
-		})
-	}
+	waitRewrittenKeepingEdits(t, we, links, b)
 	eventually(t, 30*time.Second, "forbidden namespace logged", func() error {
 		raw, err := os.ReadFile(we.logPath)
 		if err != nil {
