@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -392,5 +393,141 @@ func TestProcessSIGTERMDrain(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("client did not exit on SIGTERM")
+	}
+}
+
+// echoUpstream echoes every connection and half-closes after the caller's
+// FIN.
+func echoUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// pattern is n deterministic bytes.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// TestProcessClientSIGTERMDeliversEverything is issue 8 item 1 with real
+// processes: 64 MiB echoes through the server's listener, the client gets
+// SIGTERM in the middle of each; its drain must not drop a byte (the caller
+// gets all of it, then EOF).
+func TestProcessClientSIGTERMDeliversEverything(t *testing.T) {
+	const size = 64 << 20
+	data := pattern(size)
+	a := newAddrs(t, "")
+	up := echoUpstream(t)
+	startServerProc(t, a)
+	for round := 0; round < 3; round++ {
+		cli := startClientProc(t, a, up)
+		waitStatus(t, "http://"+a.admin+"/readyz", 200, 10*time.Second)
+		conn, err := net.Dial("tcp", a.gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+		go func() {
+			_, _ = conn.Write(data)
+			_ = conn.(*net.TCPConn).CloseWrite()
+		}()
+		got := make([]byte, 0, size)
+		buf := make([]byte, 256<<10)
+		signalled := false
+		var rerr error
+		for {
+			n, err := conn.Read(buf)
+			got = append(got, buf[:n]...)
+			if !signalled && len(got) >= 4<<20 {
+				_ = cli.cmd.Process.Signal(syscall.SIGTERM)
+				signalled = true
+			}
+			if err != nil {
+				if err != io.EOF {
+					rerr = err
+				}
+				break
+			}
+		}
+		conn.Close()
+		if rerr != nil || !bytes.Equal(got, data) {
+			t.Fatalf("round %d: caller got %d of %d bytes (equal: %v), err %v", round, len(got), size, bytes.Equal(got, data[:min(len(got), size)]), rerr)
+		}
+		select {
+		case <-cli.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: client did not exit after its drain", round)
+		}
+		waitStatus(t, "http://"+a.admin+"/readyz", 503, 10*time.Second)
+	}
+}
+
+// TestProcessClientKilledResetsCaller is issue 8 item 2 with real
+// processes: kill -9 of the client during a large download; the caller of
+// the server's listener must see a reset, never a clean short EOF.
+func TestProcessClientKilledResetsCaller(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				chunk := make([]byte, 1<<20)
+				for i := 0; i < 256; i++ {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	a := newAddrs(t, "")
+	startServerProc(t, a)
+	cli := startClientProc(t, a, ln.Addr().String())
+	waitStatus(t, "http://"+a.admin+"/readyz", 200, 10*time.Second)
+	conn, err := net.Dial("tcp", a.gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.CopyN(io.Discard, conn, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	_ = cli.cmd.Process.Kill()
+	n, err := io.Copy(io.Discard, conn)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("caller: %d more bytes, then %v; want a connection reset (a clean EOF after %d of %d MiB looks complete)", n, err, 8+n>>20, 256)
 	}
 }

@@ -42,6 +42,8 @@ type Client struct {
 	// ending tracks sessions whose relays are still delivering what they
 	// received before the session ended (connSet.endSession).
 	ending sync.WaitGroup
+	// lingers are the graceful closes of session connections.
+	lingers lingers
 }
 
 // NewClient checks cfg and prepares a client.
@@ -163,7 +165,7 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 			if err != nil {
 				return nil, err
 			}
-			return fastConn(conn), nil
+			return &lingerConn{Conn: fastConn(conn), l: &c.lingers}, nil
 		},
 	}
 	if tc, err := clientTLSConfig(c.cfg.CAFile); err != nil {
@@ -313,5 +315,6 @@ func (c *Client) drain(grace time.Duration) {
 		_ = sess.Close()
 	}
 	c.ending.Wait()
+	c.lingers.wait()
 	c.log.Info("tunnel client stopped")
 }

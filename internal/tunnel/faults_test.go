@@ -45,7 +45,9 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 func TestClientDrainDeliversEverything(t *testing.T) {
 	const size = 4 << 20
 	s := startServer(t, serverConfig("gw"))
-	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	ccfg := clientConfig(s, map[string]string{"gw": upstream(t, echo)})
+	ccfg.DrainGrace = 30 * time.Second // the default is 20s; the transfer needs well under 1s
+	c, stop := startClient(t, ccfg)
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	conn := dial(t, s.ListenerAddr("gw"))
 	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))

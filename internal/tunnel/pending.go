@@ -21,6 +21,7 @@ type pendingListener struct {
 	max      int64
 	pending  atomic.Int64
 	rejected func() // counts a connection closed for the cap
+	lingers  *lingers
 }
 
 func (l *pendingListener) Accept() (net.Conn, error) {
@@ -45,12 +46,20 @@ type pendingConn struct {
 	net.Conn
 	l    *pendingListener
 	once sync.Once
+	// session is set once the connection carries a session: its close is
+	// then graceful (lingers).
+	session   atomic.Bool
+	closeOnce sync.Once
 }
 
 func (c *pendingConn) release() { c.once.Do(func() { c.l.pending.Add(-1) }) }
 
 func (c *pendingConn) Close() error {
 	c.release()
+	if c.session.Load() {
+		c.closeOnce.Do(func() { c.l.lingers.close(c.Conn) })
+		return nil
+	}
 	return c.Conn.Close()
 }
 
@@ -80,6 +89,7 @@ func withPendingConn(ctx context.Context, c net.Conn) context.Context {
 func authenticated(ctx context.Context) {
 	if pc, ok := ctx.Value(pendingConnKey{}).(*pendingConn); ok {
 		pc.release()
+		pc.session.Store(true)
 	}
 }
 

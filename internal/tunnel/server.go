@@ -47,6 +47,7 @@ type Server struct {
 	stopped chan struct{}
 
 	pending    *pendingListener
+	lingers    lingers    // graceful closes of session connections
 	pendingLog logLimiter // "too many unauthenticated connections"
 	authLog    logLimiter // "client rejected" (failed authentication)
 }
@@ -134,7 +135,7 @@ func (s *Server) Start() (err error) {
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout, IdleTimeout: s.cfg.HandshakeTimeout,
 		ConnContext: withPendingConn,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	s.pending = &pendingListener{Listener: rawListener{s.tunnelLn}, max: int64(s.cfg.MaxPendingConns),
+	s.pending = &pendingListener{Listener: rawListener{s.tunnelLn}, max: int64(s.cfg.MaxPendingConns), lingers: &s.lingers,
 		rejected: func() {
 			s.m.pendingRejected.Inc()
 			s.pendingLog.log(s.log, slog.LevelWarn, "too many unauthenticated connections; new ones are closed",
@@ -238,6 +239,7 @@ func (s *Server) Shutdown(grace time.Duration) {
 		_ = ss.sess.Close()
 	}
 	s.bg.Wait()
+	s.lingers.wait()
 	s.adm.close()
 	s.log.Info("tunnel server stopped")
 }
