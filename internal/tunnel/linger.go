@@ -19,7 +19,13 @@ const closeLinger = 5 * time.Second
 // after everything sent), the peer's remaining bytes are read and dropped
 // until it closes too, and only then is it closed, at most closeLinger
 // later. A process waits for its lingering closes before it exits.
-type lingers struct{ wg sync.WaitGroup }
+// Closes may start while wait runs (a peer closes its session during a
+// shutdown), so this is a counter under a mutex, not a sync.WaitGroup.
+type lingers struct {
+	mu   sync.Mutex
+	n    int
+	zero *sync.Cond // signalled when n drops to 0
+}
 
 // close starts the graceful close of c.
 func (l *lingers) close(c net.Conn) {
@@ -28,15 +34,32 @@ func (l *lingers) close(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	l.wg.Go(func() {
+	l.mu.Lock()
+	l.n++
+	l.mu.Unlock()
+	go func() {
 		_ = c.SetReadDeadline(time.Now().Add(closeLinger))
 		_, _ = io.Copy(io.Discard, c)
 		_ = c.Close()
-	})
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.n--; l.n == 0 && l.zero != nil {
+			l.zero.Broadcast()
+		}
+	}()
 }
 
-// wait blocks until every close started so far is done.
-func (l *lingers) wait() { l.wg.Wait() }
+// wait blocks until no close is in progress.
+func (l *lingers) wait() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.zero == nil {
+		l.zero = sync.NewCond(&l.mu)
+	}
+	for l.n > 0 {
+		l.zero.Wait()
+	}
+}
 
 // lingerConn is a session's connection whose Close is graceful.
 type lingerConn struct {
