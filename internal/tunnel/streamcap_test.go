@@ -1,8 +1,10 @@
 package tunnel
 
 import (
+	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,5 +128,24 @@ func TestHostileServerStreamCap(t *testing.T) {
 	}
 	if !c.Ready() {
 		t.Fatal("client lost its session over refused streams")
+	}
+}
+
+// TestSessionFlagsNamed: a bad session setting names its flag.
+func TestSessionFlagsNamed(t *testing.T) {
+	for flag, set := range map[string]func(*smux.Config){
+		"--max-streams":     func(c *smux.Config) { c.MaxStreams = 0 },
+		"--stream-window":   func(c *smux.Config) { c.MaxStreamWindow = 999999999999 },
+		"--session-window":  func(c *smux.Config) { c.SessionBudget = 10 },
+		"--max-frame-size":  func(c *smux.Config) { c.MaxFrameSize = 70000 },
+		"--ws-read-buffer":  func(c *smux.Config) { c.ReadBufferSize = 999999999999 },
+		"--ws-write-buffer": func(c *smux.Config) { c.WriteBufferSize = 1 },
+	} {
+		cfg := serverConfig("gw")
+		set(&cfg.Session)
+		err := cfg.Validate()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s: Validate() = %v, want ErrConfig naming the flag", flag, err)
+		}
 	}
 }

@@ -77,11 +77,12 @@ type Config struct {
 // DefaultConfig returns the settings used by `tunnel server` and `tunnel
 // client` unless flags override them.
 //
-// Worst case with these defaults, per session and direction: 128 MiB of
-// grown windows plus 1024 streams × 256 KiB initial windows = 384 MiB of
-// buffered data, reached only when a thousand streams all stop reading at
-// once after the busiest of them grew their windows. 250 callers that never
-// read hold 250 × 256 KiB = 62.5 MiB.
+// Worst case with these defaults, per session: the 64 MiB budget plus 1024
+// streams × the initial window of unread data, that is 128 MiB between two
+// ends that agreed on the 64 KiB initial window (FeatureSmallWindow) and
+// 320 MiB with a plain smux v2 peer (256 KiB). 250 streams that never read
+// hold their initial windows (16 MiB) plus what they had grown to, within
+// the budget.
 func DefaultConfig() Config {
 	return Config{
 		KeepAliveInterval:   10 * time.Second,
@@ -97,32 +98,46 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first problem with c, wrapping ErrInvalidConfig.
+// ConfigError names the Config field that failed validation. It matches
+// ErrInvalidConfig with errors.Is.
+type ConfigError struct {
+	Field string // e.g. "MaxStreams"
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInvalidConfig, e.Field, e.Msg)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidConfig) hold.
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+// Validate reports the first problem with c as a *ConfigError.
 func (c Config) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	bad := func(field, format string, a ...any) error {
+		return &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)}
 	}
 	switch {
 	case c.KeepAliveInterval <= 0:
-		return bad("keepalive interval %v must be positive", c.KeepAliveInterval)
+		return bad("KeepAliveInterval", "%v must be positive", c.KeepAliveInterval)
 	case c.KeepAliveTimeout < 2*c.KeepAliveInterval:
-		return bad("keepalive timeout %v must be at least twice the keepalive interval %v", c.KeepAliveTimeout, c.KeepAliveInterval)
+		return bad("KeepAliveTimeout", "%v must be at least twice the keepalive interval %v", c.KeepAliveTimeout, c.KeepAliveInterval)
 	case c.MaxFrameSize < 1024 || c.MaxFrameSize > 65535:
-		return bad("max frame size %d must be between 1024 and 65535", c.MaxFrameSize)
+		return bad("MaxFrameSize", "%d must be between 1024 and 65535", c.MaxFrameSize)
 	case c.InitialWindow < minInitial || c.InitialWindow > initialWindow:
-		return bad("initial stream window %d must be between %d and %d", c.InitialWindow, minInitial, initialWindow)
+		return bad("InitialWindow", "%d must be between %d and %d", c.InitialWindow, minInitial, initialWindow)
 	case c.MaxStreamWindow < minStreamWindow || c.MaxStreamWindow > maxStreamWindow:
-		return bad("max stream window %d must be between %d and %d", c.MaxStreamWindow, minStreamWindow, maxStreamWindow)
+		return bad("MaxStreamWindow", "%d must be between %d and %d", c.MaxStreamWindow, minStreamWindow, maxStreamWindow)
 	case c.SessionBudget < 4*initialWindow || c.SessionBudget > maxBudget:
-		return bad("session window budget %d must be between %d and %d", c.SessionBudget, 4*initialWindow, int64(maxBudget))
+		return bad("SessionBudget", "%d must be between %d and %d", c.SessionBudget, 4*initialWindow, int64(maxBudget))
 	case c.MaxStreams < 1 || c.MaxStreams > maxMaxStreams:
-		return bad("max streams %d must be between 1 and %d", c.MaxStreams, maxMaxStreams)
+		return bad("MaxStreams", "%d must be between 1 and %d", c.MaxStreams, maxMaxStreams)
 	case c.StalledWriteTimeout < 100*time.Millisecond || c.StalledWriteTimeout > time.Hour:
-		return bad("stalled write timeout %v must be between 100ms and 1h", c.StalledWriteTimeout)
+		return bad("StalledWriteTimeout", "%v must be between 100ms and 1h", c.StalledWriteTimeout)
 	case c.ReadBufferSize < 4096 || c.ReadBufferSize > 16<<20:
-		return bad("websocket read buffer %d must be between 4096 and 16777216", c.ReadBufferSize)
+		return bad("ReadBufferSize", "%d must be between 4096 and 16777216", c.ReadBufferSize)
 	case c.WriteBufferSize < 4096 || c.WriteBufferSize > 16<<20:
-		return bad("websocket write buffer %d must be between 4096 and 16777216", c.WriteBufferSize)
+		return bad("WriteBufferSize", "%d must be between 4096 and 16777216", c.WriteBufferSize)
 	}
 	return nil
 }

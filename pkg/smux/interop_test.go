@@ -232,7 +232,9 @@ func TestInteropParallelAndHalfClose(t *testing.T) {
 // TestInteropKeepalive: an idle session with short keepalives survives
 // several timeouts in both roles (each side's NOPs satisfy the other).
 func TestInteropKeepalive(t *testing.T) {
-	cfg := fastConfig()
+	cfg := testConfig()
+	cfg.KeepAliveInterval = 200 * time.Millisecond
+	cfg.KeepAliveTimeout = 2 * time.Second // several missed NOPs, even on a loaded machine
 	for _, oursClient := range []bool{true, false} {
 		t.Run(fmt.Sprintf("ours-client=%v", oursClient), func(t *testing.T) {
 			o, x := interopPair(t, cfg, oursClient)
@@ -241,7 +243,7 @@ func TestInteropKeepalive(t *testing.T) {
 				t.Fatal("our session dropped an idle but live xtaci peer")
 			case <-x.closed():
 				t.Fatal("xtaci dropped our idle session")
-			case <-time.After(5 * cfg.KeepAliveTimeout):
+			case <-time.After(3 * cfg.KeepAliveTimeout):
 			}
 			// Still usable.
 			go func() {
