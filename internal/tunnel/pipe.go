@@ -250,8 +250,12 @@ func (p *pipe) localToStream() error {
 	for {
 		// Wait for the peer's window and read no more than it takes, so a
 		// relay whose far end does not read holds no copy buffer.
-		room, err := p.st.WaitWritable()
+		st := p.stream()
+		room, err := st.WaitWritable()
 		if err != nil {
+			if p.stream() != st {
+				continue // moved to another session while unconfirmed
+			}
 			return err
 		}
 		var bp *[]byte
