@@ -713,12 +713,12 @@ type caller struct {
 	stop  int64         // abort / no-read: bytes after which the caller gives up
 	hold  time.Duration // no-read: how long the caller keeps the connection
 
-	start, firstByte, readEnd, writeErrAt time.Time
-	sent, got                             int64
-	wantSHA, gotSHA                       string
-	readEOF                               bool  // the read side ended with a clean EOF
-	readErr, writeErr, dialErr            error // what the caller saw
-	sink                                  *sinkRecord
+	start, firstByte, readEnd  time.Time
+	sent, got                  int64
+	wantSHA, gotSHA            string
+	readEOF                    bool  // the read side ended with a clean EOF
+	readErr, writeErr, dialErr error // what the caller saw
+	sink                       *sinkRecord
 }
 
 func (cl *caller) describe() string {
@@ -810,9 +810,6 @@ func (c *chaos) runCaller(cl *caller) {
 			if cl.writeErr == nil {
 				cl.writeErr = tc.CloseWrite()
 			}
-			if cl.writeErr != nil {
-				cl.writeErrAt = time.Now()
-			}
 		}()
 		got := sha256.New()
 		cl.got, cl.readEOF, cl.readErr = readAll(tc, got, -1, &cl.firstByte)
@@ -831,7 +828,6 @@ func (c *chaos) runCaller(cl *caller) {
 		binary.LittleEndian.PutUint64(req[8:], uint64(cl.size))
 		binary.LittleEndian.PutUint64(req[16:], uint64(cl.rate))
 		if _, cl.writeErr = tc.Write(req); cl.writeErr != nil {
-			cl.writeErrAt = time.Now()
 			return
 		}
 		if cl.kind == kindNoReadDL {
@@ -875,7 +871,6 @@ func (c *chaos) runCaller(cl *caller) {
 			cl.writeErr = tc.CloseWrite()
 		}
 		if cl.writeErr != nil {
-			cl.writeErrAt = time.Now()
 			return // the caller knows: its upload failed
 		}
 		cl.wantSHA = hex.EncodeToString(sent.Sum(nil))
@@ -970,8 +965,14 @@ func (c *chaos) judge(r *chaosRound, cl *caller) (outcome, problem string) {
 		case cl.got == want && cl.gotSHA == cl.wantSHA && cl.writeErr == nil:
 			return "intact", ""
 		case cl.got < want:
-			if !cl.writeErrAt.IsZero() && cl.writeErrAt.Before(cl.readEnd) {
-				return "broken", "" // the caller saw its send fail first
+			if errors.Is(cl.writeErr, syscall.ECONNRESET) {
+				// A reset is reported once per socket: when the echo
+				// caller's writer was blocked too, it may take the
+				// ECONNRESET and leave the reader a plain EOF. The writer
+				// gets ECONNRESET only for a reset that came before any
+				// FIN (after a FIN it would be EPIPE), so the caller saw
+				// a reset, not a clean end.
+				return "broken", ""
 			}
 			if r.fault.killsServer && !faultAt.IsZero() && !cl.readEnd.Before(faultAt) {
 				return "killed-eof", "" // the kernel's FIN of the SIGKILLed server
