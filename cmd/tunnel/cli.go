@@ -133,7 +133,7 @@ func commonFlags(fs *pflag.FlagSet, c *tunnel.Common, lo *logOpts) {
 	fs.DurationVar(&c.Session.KeepAliveInterval, "keepalive-interval", c.Session.KeepAliveInterval, "send a keepalive data frame this often (keep it well under ingress idle timeouts)")
 	fs.DurationVar(&c.Session.KeepAliveTimeout, "keepalive-timeout", c.Session.KeepAliveTimeout, "drop the session when the peer is silent this long")
 	fs.IntVar(&c.Session.MaxFrameSize, "max-frame-size", c.Session.MaxFrameSize, "largest smux data frame in bytes (1024-65535)")
-	fs.IntVar(&c.Session.MaxStreamWindow, "stream-window", c.Session.MaxStreamWindow, "largest receive window one stream may auto-tune to, in bytes (262144-268435456; streams start at 256 KiB)")
+	fs.IntVar(&c.Session.MaxStreamWindow, "stream-window", c.Session.MaxStreamWindow, "largest receive window one stream may auto-tune to, in bytes (262144-268435456; a stream starts at 64 KiB, or 256 KiB with a plain smux v2 peer)")
 	fs.IntVar(&c.Session.SessionBudget, "session-window", c.Session.SessionBudget, "per-session budget of receive windows in bytes; windows grow only within it (1048576-1073741824)")
 	fs.IntVar(&c.Session.MaxStreams, "max-streams", c.Session.MaxStreams, "most streams open at once on one session, whichever side opens them; more are refused at once (1-65536)")
 	fs.IntVar(&c.Session.ReadBufferSize, "ws-read-buffer", c.Session.ReadBufferSize, "websocket read buffer in bytes")
