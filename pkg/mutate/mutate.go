@@ -41,77 +41,57 @@ func Mutate(obj *unstructured.Unstructured, b *Binding, opts Options) (out *unst
 	if err := opts.Validate(); err != nil {
 		return nil, false, nil, err
 	}
-	opts = opts.withDefaults()
-	unchanged := func(format string, args ...interface{}) (*unstructured.Unstructured, bool, []string, error) {
-		w := append(warnings, describe(kind, obj)+": "+fmt.Sprintf(format, args...)+"; left unchanged")
-		return obj.DeepCopy(), false, w, nil
+	m := &mutation{kind: kind, obj: obj}
+	out, changed, err = m.run(b, opts.withDefaults())
+	if err != nil {
+		m.warn(err.Error() + "; left unchanged")
+		return obj.DeepCopy(), false, m.warnings, nil
 	}
+	return out, changed, m.warnings, nil
+}
+
+// mutation is one call of Mutate on an object of a kind it rewrites.
+type mutation struct {
+	kind     Kind
+	obj      *unstructured.Unstructured
+	warnings []string
+}
+
+func (m *mutation) warn(msg string) {
+	m.warnings = append(m.warnings, describe(m.kind, m.obj)+": "+msg)
+}
+
+// run does the work of Mutate in four steps: read the record of earlier
+// rewrites, fold a re-applied probe port, read the fields, and write what
+// differs from the target. An error means obj is to be left unchanged.
+func (m *mutation) run(b *Binding, opts Options) (*unstructured.Unstructured, bool, error) {
 	if b != nil {
 		if err := b.Validate(); err != nil {
-			return unchanged("%v", err)
+			return nil, false, err
 		}
 	}
-
-	out = obj.DeepCopy()
+	out := m.obj.DeepCopy()
 	ann, err := annotationsOf(out)
 	if err != nil {
-		return unchanged("%v", err)
+		return nil, false, err
 	}
 	st, warn := readState(ann)
 	if warn != "" {
-		warnings = append(warnings, describe(kind, obj)+": "+warn)
+		m.warn(warn)
 	}
 	if b == nil && !st.marker {
-		return out, false, warnings, nil
+		return out, false, nil
 	}
-
-	r := newRewriter(kind)
+	folded := m.kind == KindProbe && foldReappliedProbePort(out, st)
+	r := newRewriter(m.kind)
 	cur, err := r.read(out)
 	if err != nil {
-		return unchanged("%v", err)
+		return nil, false, err
 	}
-
-	var target values
-	var newAnn map[string]string
-	if b == nil {
-		target = make(values, len(r.fields()))
-		for _, f := range r.fields() {
-			if st.written == nil || cur[f.key] == st.written.get(f.key) {
-				target[f.key] = st.original(f)
-			} else {
-				target[f.key] = cur[f.key]
-			}
-		}
-		newAnn = withoutOurs(ann)
-	} else {
-		orig := make(values, len(r.fields()))
-		for _, f := range r.fields() {
-			switch {
-			case !st.marker:
-				orig[f.key] = cur[f.key]
-			case st.written == nil || cur[f.key] == st.written.get(f.key):
-				orig[f.key] = st.original(f)
-			default:
-				orig[f.key] = cur[f.key]
-			}
-			if !f.record {
-				orig[f.key] = value{}
-			}
-		}
-		target, err = r.tunnel(b, opts, orig)
-		if err != nil {
-			return unchanged("%v", err)
-		}
-		newAnn = withoutOurs(ann)
-		newAnn[AnnotationRewrittenFor] = b.String()
-		newAnn[AnnotationRewrittenValues] = target.encode()
-		for _, f := range r.fields() {
-			if v := orig[f.key]; f.record && v.ok {
-				newAnn[AnnotationOriginalPrefix+f.key] = v.text
-			}
-		}
+	target, newAnn, err := plan(r, st, cur, b, opts)
+	if err != nil {
+		return nil, false, err
 	}
-
 	diff := values{}
 	for _, f := range r.fields() {
 		if target[f.key] != cur[f.key] {
@@ -120,25 +100,59 @@ func Mutate(obj *unstructured.Unstructured, b *Binding, opts Options) (out *unst
 	}
 	if len(diff) > 0 {
 		if err := r.write(out, diff); err != nil {
-			return unchanged("%v", err)
+			return nil, false, err
 		}
 	}
 	annChanged := !maps.Equal(ann, newAnn)
 	if annChanged {
-		if len(newAnn) == 0 {
-			unstructured.RemoveNestedField(out.Object, "metadata", "annotations")
-		} else {
-			out.SetAnnotations(newAnn)
-		}
+		setAnnotations(out, newAnn)
 	}
 	// Fields are written only when their text differs, and the annotations
-	// only when they differ: the output differs from obj exactly then (the
-	// tests check this against a deep comparison).
-	shaped := false
-	if sc, ok := r.(interface{ changedShape() bool }); ok {
-		shaped = sc.changedShape()
+	// only when they differ: the output differs from obj exactly then, or
+	// when a port was folded (the tests check this against a deep
+	// comparison).
+	return out, len(diff) > 0 || annChanged || folded, nil
+}
+
+// plan returns the field values and the annotations the object must end
+// with: the originals and none of this package's annotations when restoring
+// (b == nil), the values for b and the record of originals and written values
+// when rewriting.
+func plan(r rewriter, st state, cur values, b *Binding, opts Options) (values, map[string]string, error) {
+	orig := make(values, len(r.fields()))
+	for _, f := range r.fields() {
+		orig[f.key] = st.originalOf(f, cur[f.key])
 	}
-	return out, len(diff) > 0 || annChanged || shaped, warnings, nil
+	ann := withoutOurs(st.ann)
+	if b == nil {
+		return orig, ann, nil
+	}
+	for _, f := range r.fields() {
+		if !f.record {
+			orig[f.key] = value{}
+		}
+	}
+	target, err := r.tunnel(b, opts, orig)
+	if err != nil {
+		return nil, nil, err
+	}
+	ann[AnnotationRewrittenFor] = b.String()
+	ann[AnnotationRewrittenValues] = target.encode()
+	for _, f := range r.fields() {
+		if v := orig[f.key]; f.record && v.ok {
+			ann[AnnotationOriginalPrefix+f.key] = v.text
+		}
+	}
+	return target, ann, nil
+}
+
+// setAnnotations replaces metadata.annotations of u; empty removes the field.
+func setAnnotations(u *unstructured.Unstructured, ann map[string]string) {
+	if len(ann) == 0 {
+		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
+	} else {
+		u.SetAnnotations(ann)
+	}
 }
 
 // describe names an object in warnings: "Link linkerd-multicluster/home".
@@ -221,6 +235,16 @@ func (s state) original(f field) value {
 	}
 	v, ok := s.ann[AnnotationOriginalPrefix+f.key]
 	return value{text: v, ok: ok}
+}
+
+// originalOf returns what field f held before any rewrite, given its
+// current value: the current value when the object is not rewritten or
+// someone changed the field since Mutate wrote it, else the recorded original.
+func (s state) originalOf(f field, cur value) value {
+	if s.marker && (s.written == nil || cur == s.written.get(f.key)) {
+		return s.original(f)
+	}
+	return cur
 }
 
 // readState reads the marker and the record of written values; the warning

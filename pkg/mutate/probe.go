@@ -17,53 +17,53 @@ import (
 // so it is cleared too. Fields only LoadBalancer and NodePort Services carry
 // never appear: probe Services of other types are left alone with a warning.
 type probeRewriter struct {
-	port   map[string]interface{} // the probe port entry of spec.ports
-	folded bool                   // read dropped a stale rewritten port
+	port map[string]interface{} // the probe port entry of spec.ports
 }
 
-// foldReapplied handles the probe Service as a re-apply of the link output
-// leaves it. kubectl apply (client- or server-side) merges spec.ports by port
-// number, so re-asserting Linkerd's port (4191) next to the rewritten one
-// gives two ports named mc-probe, which the API server rejects. When exactly
-// one of them holds the port this package wrote (AnnotationRewrittenValues),
-// it is the stale one: it is dropped from spec.ports and the other, the
-// value the user just applied, is read as the current one. Anything else is
-// an error (left unchanged with a warning).
-func (p *probeRewriter) foldReapplied(u *unstructured.Unstructured, spec map[string]interface{}, ports []interface{}, named []int) ([]interface{}, []int, error) {
-	dup := fmt.Errorf("spec.ports has %d ports named %q", len(named), LinkerdProbePortName)
-	ann, err := annotationsOf(u)
-	if err != nil || len(named) != 2 {
-		return nil, nil, dup
-	}
-	st, _ := readState(ann)
+// foldReappliedProbePort handles the probe Service as a re-apply of the link
+// output leaves it, before read sees it. kubectl apply (client- or
+// server-side) merges spec.ports by port number, so re-asserting Linkerd's
+// port (4191) next to the rewritten one gives two ports named mc-probe, which
+// the API server rejects. When exactly two ports are named so and exactly one
+// of them holds the port this package wrote (AnnotationRewrittenValues), it is
+// the stale one: it is dropped from spec.ports of u, and the other, the value
+// the user just applied, is what read then sees as the current one. It
+// reports whether it dropped a port; in every other case it leaves u alone
+// (read then rejects what is wrong with it).
+func foldReappliedProbePort(u *unstructured.Unstructured, st state) bool {
 	written := st.written.get(FieldProbePort)
 	if !st.marker || !written.ok {
-		return nil, nil, dup
+		return false
 	}
-	stale, keep := -1, -1
-	for _, i := range named {
-		if t, ok := numberText(ports[i].(map[string]interface{})["port"]); ok && t == written.text {
+	spec, ok := u.Object["spec"].(map[string]interface{})
+	if !ok {
+		return false
+	}
+	ports, _ := spec["ports"].([]interface{})
+	stale, keep, named := -1, -1, 0
+	for i, x := range ports {
+		pm, ok := x.(map[string]interface{})
+		if !ok {
+			return false
+		}
+		if name, _ := pm["name"].(string); name != LinkerdProbePortName {
+			continue
+		}
+		named++
+		if t, ok := numberText(pm["port"]); ok && t == written.text {
 			stale = i
 		} else {
 			keep = i
 		}
 	}
-	if stale < 0 || keep < 0 {
-		return nil, nil, dup
+	if named != 2 || stale < 0 || keep < 0 {
+		return false
 	}
 	out := make([]interface{}, 0, len(ports)-1)
 	out = append(out, ports[:stale]...)
-	out = append(out, ports[stale+1:]...)
-	spec["ports"] = out
-	p.folded = true
-	if keep > stale {
-		keep--
-	}
-	return out, []int{keep}, nil
+	spec["ports"] = append(out, ports[stale+1:]...)
+	return true
 }
-
-// changedShape reports whether read changed the object beyond the fields.
-func (p *probeRewriter) changedShape() bool { return p.folded }
 
 var probeFields = []field{
 	{FieldServiceType, true},
@@ -129,10 +129,7 @@ func (p *probeRewriter) read(u *unstructured.Unstructured) (values, error) {
 		}
 	}
 	if len(named) > 1 {
-		var err error
-		if ports, named, err = p.foldReapplied(u, spec, ports, named); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("spec.ports has %d ports named %q", len(named), LinkerdProbePortName)
 	}
 	idx := -1
 	if len(named) == 1 {
