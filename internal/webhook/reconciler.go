@@ -411,7 +411,11 @@ func (r *Reconciler) listLinks(ctx context.Context, ns string) ([]unstructured.U
 // linkVersionsNewestFirst are the Link versions the reconciler lists, in
 // order of preference (those whose shape pkg/mutate knows; the API server
 // converts between them, the CRD uses no conversion webhook).
-var linkVersionsNewestFirst = []string{"v1alpha3", "v1alpha2", "v1alpha1"}
+var linkVersionsNewestFirst = func() []string {
+	v := mutate.LinkVersions()
+	slices.Reverse(v)
+	return v
+}()
 
 // linkVersion picks the newest version of linkVersionsNewestFirst the API
 // server serves.

@@ -12,6 +12,36 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// Binding is the tunnel of one linked cluster, as found in the cloud cluster:
+// a ClusterIP Service with ports api and probe, and a headless Service with
+// port gateway, both labelled l5d-tunnel.io/link=<Cluster>.
+type Binding struct {
+	// Cluster is the link's cluster name (the LabelLink value).
+	Cluster string
+	// Namespace holds both Services.
+	Namespace string
+	// Service is the ClusterIP Service name (ports api, probe).
+	Service string
+	// Headless is the headless Service name (port gateway).
+	Headless string
+	// APIPort is the api port of Service.
+	APIPort int32
+	// ProbePort is the probe port of Service.
+	ProbePort int32
+	// GatewayPort is the port the tunnel-server pods accept gateway traffic
+	// on: the gateway port's targetPort on Headless (mirror Endpoints point
+	// straight at the pod IPs the headless name resolves to).
+	GatewayPort int32
+	// GatewayAddresses are the ready addresses of Headless's endpoints (the
+	// tunnel-server pod IPs), as the caller found them (ReadyAddresses).
+	// When there is at least one, the Link's gatewayAddress is their sorted,
+	// de-duplicated, comma-separated list instead of HeadlessFQDN, so that
+	// Linkerd's service mirror drops a dead pod as soon as the list changes
+	// (docs/design.md, "Failover"). Empty: HeadlessFQDN. Every entry must
+	// be an IP address; order, duplicates and spelling do not matter.
+	GatewayAddresses []string
+}
+
 // ServiceFQDN is the ClusterIP Service's DNS name,
 // <Service>.<Namespace>.svc.<clusterDomain> (default domain when empty).
 func (b *Binding) ServiceFQDN(clusterDomain string) string {

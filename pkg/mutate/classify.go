@@ -7,6 +7,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
+// Kind is what a link object is to this package.
+type Kind string
+
+// The kinds of objects Classify tells apart.
+const (
+	KindNone        Kind = ""            // not an object this package rewrites
+	KindProbe       Kind = "probe"       // the probe Service
+	KindLink        Kind = "link"        // a multicluster.linkerd.io Link
+	KindCredentials Kind = "credentials" // a remote-kubeconfig Secret
+)
+
 // Classify tells which kind of link object obj is and which cluster it
 // belongs to. Objects this package must never touch (mirror Services,
 // headless and endpoint mirrors, remote-discovery and federated Services,

@@ -9,6 +9,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// Options are the cluster-wide settings of the rewrite.
+type Options struct {
+	// ClusterDomain builds Service FQDNs; default "cluster.local".
+	ClusterDomain string
+	// DefaultTLSServerName is used for the credentials kubeconfig when the
+	// original server already pointed at the tunnel; default
+	// "kubernetes.default.svc".
+	DefaultTLSServerName string
+}
+
 // Defaults of Options.
 const (
 	DefaultClusterDomain = "cluster.local"

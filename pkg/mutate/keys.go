@@ -1,5 +1,9 @@
 package mutate
 
+// This file holds the keys of this project's contract: the labels, port
+// names and annotations of l5d-tunnel.io/ (see docs/design.md). Linkerd's own
+// keys are in linkerd.go.
+
 // Label and annotation keys of the l5d-tunnel contract (see docs/design.md).
 const (
 	// LabelLink on a Service marks it as part of the tunnel binding of the
@@ -95,93 +99,3 @@ const (
 	FieldServer        = "server"
 	FieldTLSServerName = "tls-server-name"
 )
-
-// Linkerd's keys (kept here because github.com/linkerd/linkerd2 cannot be
-// imported; see docs/linkerd-facts.md).
-const (
-	// LinkerdLabelMirroredGateway=true marks the probe Service.
-	LinkerdLabelMirroredGateway = "mirror.linkerd.io/mirrored-gateway"
-	// LinkerdLabelMirroredService=true marks mirror and federated Services.
-	LinkerdLabelMirroredService = "mirror.linkerd.io/mirrored-service"
-	// LinkerdLabelClusterName names the link of probe and mirror objects.
-	LinkerdLabelClusterName = "mirror.linkerd.io/cluster-name"
-	// LinkerdLabelHeadlessMirror marks endpoint-mirror Services of a headless mirror.
-	LinkerdLabelHeadlessMirror = "mirror.linkerd.io/headless-mirror-svc-name"
-	// LinkerdLabelRemoteDiscovery marks remote-discovery mirrors.
-	LinkerdLabelRemoteDiscovery = "multicluster.linkerd.io/remote-discovery"
-	// LinkerdAnnotationRemoteDiscovery marks federated Services.
-	LinkerdAnnotationRemoteDiscovery = "multicluster.linkerd.io/remote-discovery"
-	// LinkerdAnnotationLocalDiscovery marks federated Services.
-	LinkerdAnnotationLocalDiscovery = "multicluster.linkerd.io/local-discovery"
-	// LinkerdLabelMCClusterName names the cluster of the credentials Secret
-	// copy in the linkerd namespace.
-	LinkerdLabelMCClusterName = "multicluster.linkerd.io/cluster-name"
-	// LinkerdSecretTypeKubeconfig is the type of credentials Secrets.
-	LinkerdSecretTypeKubeconfig = "mirror.linkerd.io/remote-kubeconfig"
-	// LinkerdCredentialsNamePrefix prefixes credentials Secret names.
-	LinkerdCredentialsNamePrefix = "cluster-credentials-"
-	// LinkerdKubeconfigKey is the data key of the kubeconfig in credentials Secrets.
-	LinkerdKubeconfigKey = "kubeconfig"
-	// LinkerdProbePortName names the probe Service's port.
-	LinkerdProbePortName = "mc-probe"
-	// LinkGroup is the API group of Link.
-	LinkGroup = "multicluster.linkerd.io"
-	// LinkKind is the kind of Link.
-	LinkKind = "Link"
-)
-
-// linkVersions are the Link API versions Mutate knows the shape of. Classify
-// recognises Links of any version of LinkGroup; Mutate leaves other versions
-// unchanged with a warning.
-var linkVersions = []string{"v1alpha1", "v1alpha2", "v1alpha3"}
-
-// Kind is what a link object is to this package.
-type Kind string
-
-// The kinds of objects Classify tells apart.
-const (
-	KindNone        Kind = ""            // not an object this package rewrites
-	KindProbe       Kind = "probe"       // the probe Service
-	KindLink        Kind = "link"        // a multicluster.linkerd.io Link
-	KindCredentials Kind = "credentials" // a remote-kubeconfig Secret
-)
-
-// Binding is the tunnel of one linked cluster, as found in the cloud cluster:
-// a ClusterIP Service with ports api and probe, and a headless Service with
-// port gateway, both labelled l5d-tunnel.io/link=<Cluster>.
-type Binding struct {
-	// Cluster is the link's cluster name (the LabelLink value).
-	Cluster string
-	// Namespace holds both Services.
-	Namespace string
-	// Service is the ClusterIP Service name (ports api, probe).
-	Service string
-	// Headless is the headless Service name (port gateway).
-	Headless string
-	// APIPort is the api port of Service.
-	APIPort int32
-	// ProbePort is the probe port of Service.
-	ProbePort int32
-	// GatewayPort is the port the tunnel-server pods accept gateway traffic
-	// on: the gateway port's targetPort on Headless (mirror Endpoints point
-	// straight at the pod IPs the headless name resolves to).
-	GatewayPort int32
-	// GatewayAddresses are the ready addresses of Headless's endpoints (the
-	// tunnel-server pod IPs), as the caller found them (ReadyAddresses).
-	// When there is at least one, the Link's gatewayAddress is their sorted,
-	// de-duplicated, comma-separated list instead of HeadlessFQDN, so that
-	// Linkerd's service mirror drops a dead pod as soon as the list changes
-	// (docs/design.md, "Failover"). Empty: HeadlessFQDN. Every entry must
-	// be an IP address; order, duplicates and spelling do not matter.
-	GatewayAddresses []string
-}
-
-// Options are the cluster-wide settings of the rewrite.
-type Options struct {
-	// ClusterDomain builds Service FQDNs; default "cluster.local".
-	ClusterDomain string
-	// DefaultTLSServerName is used for the credentials kubeconfig when the
-	// original server already pointed at the tunnel; default
-	// "kubernetes.default.svc".
-	DefaultTLSServerName string
-}
