@@ -174,7 +174,7 @@ func (lt *linkTest) checkRewritten(got *linkObjects) []string {
 		p = append(p, fmt.Sprintf("probe Service keeps clusterIP %q", ip))
 	}
 	ports, _, _ := unstructured.NestedSlice(pr.Object, "spec", "ports")
-	if len(ports) != 1 || fieldString(ports[0].(map[string]any), "port") != strconv.Itoa(b.ProbePort) {
+	if len(ports) != 1 || fieldString(ports[0].(map[string]any), "port") != strconv.Itoa(int(b.ProbePort)) {
 		p = append(p, fmt.Sprintf("probe Service ports %v, want one port %d", ports, b.ProbePort))
 	}
 	p = append(p, subset("probe Service label", orig.probe.GetLabels(), pr.GetLabels())...)
@@ -188,9 +188,9 @@ func (lt *linkTest) checkRewritten(got *linkObjects) []string {
 	}
 	for _, f := range []struct {
 		path []string
-		want int
+		want int32
 	}{{[]string{"spec", "gatewayPort"}, b.GatewayPort}, {[]string{"spec", "probeSpec", "port"}, b.ProbePort}} {
-		if v := fieldString(l.Object, f.path...); v != strconv.Itoa(f.want) {
+		if v := fieldString(l.Object, f.path...); v != strconv.Itoa(int(f.want)) {
 			p = append(p, fmt.Sprintf("Link %s %q, want %d", strings.Join(f.path, "."), v, f.want))
 		}
 		gv, _, _ := unstructured.NestedFieldNoCopy(l.Object, f.path...)

@@ -106,7 +106,7 @@ func testTopology(t *testing.T, e *env) {
 	t.Run("stand-in gateway refuses what Linkerd's gateway refuses", func(t *testing.T) {
 		e.needTunnel(t)
 		base := harness.HelperRequest{Op: "mtls", ServerName: harness.GatewayIdentity,
-			Addr:   net.JoinHostPort(topo.Binding.HeadlessFQDN(), strconv.Itoa(topo.Binding.GatewayPort)),
+			Addr:   net.JoinHostPort(topo.Binding.HeadlessFQDN(), strconv.Itoa(int(topo.Binding.GatewayPort))),
 			CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
 			Bytes: 1024, Streams: 1, Timeout: 10 * time.Second}
 		ok, err := topo.Helper(ctx, topo.Cloud, base)
@@ -136,7 +136,7 @@ func testTopology(t *testing.T, e *env) {
 		e.needTunnel(t)
 		kc := clientcmdapi.NewConfig()
 		kc.Clusters["home"] = &clientcmdapi.Cluster{
-			Server:                   "https://" + net.JoinHostPort(topo.Binding.ServiceFQDN(), strconv.Itoa(topo.Binding.APIPort)),
+			Server:                   "https://" + net.JoinHostPort(topo.Binding.ServiceFQDN(), strconv.Itoa(int(topo.Binding.APIPort))),
 			TLSServerName:            "kubernetes.default.svc",
 			CertificateAuthorityData: topo.HomeCP.ServingCA.CertPEM,
 		}

@@ -12,10 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
-
-// LabelLink labels the two binding Services with the linked cluster's name.
-const LabelLink = "l5d-tunnel.io/link"
 
 // BindingYAML returns the binding Services as the shipped manifests render
 // them for the cluster "home": `kubectl kustomize` of
@@ -36,16 +34,21 @@ func BindingYAML(repoRoot, kubectlBin string) ([]byte, string, error) {
 	return out, "kubectl kustomize manifests/tunnel-server/overlays/example-home", nil
 }
 
-// ParseBinding finds the binding Services of LinkName in raw YAML: a
-// ClusterIP Service with ports api and probe, a headless one with gateway.
+// ParseBinding finds the binding Services of LinkName in raw YAML with
+// mutate.FindBinding (a Service without a namespace is in TunnelNamespace,
+// every namespace is trusted). The e2e also needs each port equal to its
+// targetPort: cloud DNS maps the Service names straight to the pod (no
+// kube-proxy), so callers use the Service port on the pod.
 func ParseBinding(raw []byte) (Binding, error) {
 	var b Binding
 	objs, err := fixtures.Decode(raw)
 	if err != nil {
 		return b, fmt.Errorf("binding YAML: %w", err)
 	}
+	var svcs []corev1.Service
+	var namespaces []string
 	for _, o := range objs {
-		if o.GetKind() != "Service" || o.GetLabels()[LabelLink] != LinkName {
+		if o.GetKind() != "Service" || o.GetLabels()[mutate.LabelLink] != LinkName {
 			continue
 		}
 		svc := &corev1.Service{}
@@ -55,33 +58,24 @@ func ParseBinding(raw []byte) (Binding, error) {
 		if svc.Namespace == "" {
 			svc.Namespace = TunnelNamespace
 		}
-		if b.Namespace != "" && b.Namespace != svc.Namespace {
-			return b, fmt.Errorf("binding Services in two namespaces: %s and %s", b.Namespace, svc.Namespace)
-		}
-		b.Namespace = svc.Namespace
-		ports := map[string]int{}
 		for _, p := range svc.Spec.Ports {
-			ports[p.Name] = int(p.Port)
 			if p.TargetPort.IntValue() != 0 && p.TargetPort.IntValue() != int(p.Port) {
-				// cloud DNS maps the Service name straight to the pod (no
-				// kube-proxy), so callers use the Service port on the pod
 				return b, fmt.Errorf("binding Service %s port %s: port %d != targetPort %s; the e2e needs them equal",
 					svc.Name, p.Name, p.Port, p.TargetPort.String())
 			}
 		}
-		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
-			b.Headless = svc.Name
-			b.GatewayPort = ports["gateway"]
-		} else {
-			b.Service = svc.Name
-			b.APIPort, b.ProbePort = ports["api"], ports["probe"]
-		}
+		svcs = append(svcs, *svc)
+		namespaces = append(namespaces, svc.Namespace)
 		b.Objects = append(b.Objects, svc)
 	}
-	if b.Service == "" || b.Headless == "" || b.APIPort == 0 || b.ProbePort == 0 || b.GatewayPort == 0 {
-		return b, fmt.Errorf("binding for %q incomplete: ClusterIP %q (api %d, probe %d), headless %q (gateway %d)",
-			LinkName, b.Service, b.APIPort, b.ProbePort, b.Headless, b.GatewayPort)
+	mb, err := mutate.FindBinding(LinkName, svcs, namespaces)
+	if err == nil && mb == nil {
+		err = fmt.Errorf("no Service labelled %s=%s", mutate.LabelLink, LinkName)
 	}
+	if err != nil {
+		return b, fmt.Errorf("binding for %q: %w", LinkName, err)
+	}
+	b.Binding = *mb
 	return b, nil
 }
 

@@ -246,7 +246,7 @@ var tunnelPodIPs = [...]string{TunnelPodIP, TunnelPod2IP}
 func (t *Topology) startServer(ctx context.Context, i int) (*Proc, error) {
 	b := t.Binding
 	podIP := tunnelPodIPs[i]
-	pod := func(port int) string { return net.JoinHostPort(podIP, strconv.Itoa(port)) }
+	pod := func(port int32) string { return net.JoinHostPort(podIP, strconv.Itoa(int(port))) }
 	admin := pod(TunnelAdmin)
 	args := []string{"server",
 		"--listen=" + net.JoinHostPort(CloudVethIP, strconv.Itoa(TunnelWSPort+i)),

@@ -28,6 +28,7 @@ import (
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
 // Addresses of the topology. Every run has its own namespaces, so every run
@@ -152,22 +153,18 @@ type Topology struct {
 	pods                       podReadiness
 }
 
-// Binding is what the e2e needs to know of the tunnel binding Services.
+// Binding is the tunnel binding the e2e creates: what mutate.FindBinding
+// finds in the binding Services, and the Services.
 type Binding struct {
-	Namespace          string
-	Service, Headless  string
-	APIPort, ProbePort int
-	GatewayPort        int
-	Objects            []*corev1.Service
+	mutate.Binding
+	Objects []*corev1.Service
 }
 
-// ServiceFQDN is the ClusterIP binding Service's name.
-func (b Binding) ServiceFQDN() string { return b.Service + "." + b.Namespace + ".svc.cluster.local" }
+// ServiceFQDN is the ClusterIP binding Service's name (default cluster domain).
+func (b Binding) ServiceFQDN() string { return b.Binding.ServiceFQDN("") }
 
-// HeadlessFQDN is the headless binding Service's name.
-func (b Binding) HeadlessFQDN() string {
-	return b.Headless + "." + b.Namespace + ".svc.cluster.local"
-}
+// HeadlessFQDN is the headless binding Service's name (default cluster domain).
+func (b Binding) HeadlessFQDN() string { return b.Binding.HeadlessFQDN("") }
 
 func (t *Topology) logf(format string, args ...any) {
 	if t.Cfg.Logf != nil {
@@ -378,7 +375,7 @@ func (t *Topology) setupCloud(ctx context.Context) error {
 	// and the namespace of the mirrored Services (opted in too, so the webhook
 	// sees them and must leave them alone)
 	for _, ns := range []string{"linkerd", "linkerd-multicluster", "demo"} {
-		if err := t.CloudCP.EnsureNamespace(ctx, ns, map[string]string{"l5d-tunnel.io/rewrite": "enabled"}); err != nil {
+		if err := t.CloudCP.EnsureNamespace(ctx, ns, map[string]string{mutate.LabelRewrite: mutate.LabelRewriteEnabled}); err != nil {
 			return err
 		}
 	}

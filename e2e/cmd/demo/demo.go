@@ -19,6 +19,7 @@ import (
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
 type demo struct {
@@ -149,7 +150,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	b := topo.Binding
 	d.say("   Service %s/%s (ClusterIP: api %d, probe %d), Service %s/%s (headless: gateway %d), labelled %s=%s",
-		b.Namespace, b.Service, b.APIPort, b.ProbePort, b.Namespace, b.Headless, b.GatewayPort, harness.LabelLink, harness.LinkName)
+		b.Namespace, b.Service, b.APIPort, b.ProbePort, b.Namespace, b.Headless, b.GatewayPort, mutate.LabelLink, harness.LinkName)
 	if err := topo.WaitWebhookLive(ctx, time.Minute); err != nil {
 		return err
 	}
