@@ -146,7 +146,9 @@ func stringMapAt(obj map[string]interface{}, path ...string) map[string]string {
 
 // RewrittenFor returns the value of AnnotationRewrittenFor (the binding an
 // object was rewritten for, "<namespace>/<Service>") and whether obj carries
-// it. The reconciler uses it to find objects to restore.
+// it. Nothing in this module calls it yet (the reconciler restores through
+// Mutate, which reads the annotation itself); it is the public way for a tool
+// such as the coming linkerd-tunnel CLI to tell a rewritten object.
 func RewrittenFor(obj *unstructured.Unstructured) (string, bool) {
 	if obj == nil || obj.Object == nil {
 		return "", false

@@ -1,4 +1,8 @@
-// Package mutate holds the pure decision logic of the l5d-tunnel webhook and
+// Package mutate owns the contract keys (keys.go, linkerd.go), the Binding and
+// Options types and the pure rewrite engine; any package may import it (it
+// imports only Kubernetes API types, client-go's clientcmd and a YAML parser).
+//
+// It holds the pure decision logic of the l5d-tunnel webhook and
 // reconciler: given one object that `linkerd multicluster link` (or Linkerd's
 // controllers) wrote and the tunnel binding of its cluster, it returns the
 // object as it must be stored so that the link works through the tunnel.
