@@ -201,7 +201,8 @@ type rewriter interface {
 	// fields lists the rewritten fields.
 	fields() []field
 	// read returns the current values, or an error that says what shape is
-	// unexpected (never a Secret's contents).
+	// unexpected (never a Secret's contents). It does not modify u (it may
+	// remember where the fields are, for write).
 	read(u *unstructured.Unstructured) (values, error)
 	// tunnel returns the values for binding b, given the original values.
 	tunnel(b *Binding, opts Options, orig values) (values, error)
