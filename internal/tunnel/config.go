@@ -33,14 +33,13 @@ func ParseEndpoint(flag, s string) (Endpoint, error) {
 	if err := smux.ValidateListenerName(name); err != nil {
 		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
 	}
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return Endpoint{}, fmt.Errorf("%w: %s %q: bad port %q", ErrConfig, flag, s, port)
 	}
-	_ = host
 	return Endpoint{Name: name, Addr: addr}, nil
 }
 

@@ -1,7 +1,3 @@
-// Package webhook is the l5d-tunnel webhook binary: flags (Options), the
-// controller-runtime manager (Run), the admission Handler served on the
-// three paths of docs/design.md, and the leader-elected Reconciler. The
-// decisions themselves live in pkg/mutate.
 package webhook
 
 import (
@@ -99,7 +95,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	// The reconciler lists three kinds per opted-in namespace on every
 	// binding change: client-go's default 5 QPS would throttle it.
 	cfg.QPS, cfg.Burst = 50, 100
-	mgr, _, err := NewManager(cfg, o, log)
+	mgr, err := newManager(cfg, o, log)
 	if err != nil {
 		return err
 	}
@@ -113,17 +109,16 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	return nil
 }
 
-// NewManager builds the controller-runtime manager with the webhook server,
-// the reconciler, health checks and metrics. Exported for the tests, which
-// run it in-process against envtest.
-func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *CacheLookup, error) {
+// newManager builds the controller-runtime manager with the webhook server,
+// the reconciler, health checks and metrics.
+func newManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, nil, fmt.Errorf("build scheme: %w", err)
+		return nil, fmt.Errorf("build scheme: %w", err)
 	}
 	hasLink, err := labels.NewRequirement(mutate.LabelLink, selection.Exists, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("binding selector: %w", err)
+		return nil, fmt.Errorf("binding selector: %w", err)
 	}
 	trusted := make(map[string]cache.Config, len(o.TrustedNamespaces))
 	for _, ns := range o.TrustedNamespaces {
@@ -140,7 +135,7 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		// in the trusted namespaces only (granted there, like Services).
 		hasService, err := labels.NewRequirement(mutate.LabelServiceName, selection.Exists, nil)
 		if err != nil {
-			return nil, nil, fmt.Errorf("EndpointSlice selector: %w", err)
+			return nil, fmt.Errorf("EndpointSlice selector: %w", err)
 		}
 		byObject[&discoveryv1.EndpointSlice{}] = cache.ByObject{Namespaces: trusted, Label: labels.NewSelector().Add(*hasService)}
 		informers = append(informers, &discoveryv1.EndpointSlice{})
@@ -174,22 +169,22 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("create manager: %w", err)
+		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces, GatewayAddresses: o.GatewayAddresses}
 	// Create the informers now: the webhook serves on every replica, not
 	// only on the leader whose controller would otherwise create them.
 	for _, obj := range informers {
 		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
-			return nil, nil, fmt.Errorf("create informer for %T: %w", obj, err)
+			return nil, fmt.Errorf("create informer for %T: %w", obj, err)
 		}
 	}
 
 	h := &Handler{Bindings: lookup, Namespaces: lookup, Options: o.Mutate, Log: log.With("component", "admission")}
 	srv := mgr.GetWebhookServer()
-	recover := true
+	recoverPanic := true
 	for _, p := range Paths {
-		srv.Register(p, &admission.Webhook{Handler: h, RecoverPanic: &recover})
+		srv.Register(p, &admission.Webhook{Handler: h, RecoverPanic: &recoverPanic})
 	}
 
 	rec := &Reconciler{
@@ -203,14 +198,14 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		Log:      log.With("component", "reconciler"),
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
-		return nil, nil, fmt.Errorf("set up reconciler: %w", err)
+		return nil, fmt.Errorf("set up reconciler: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, nil, fmt.Errorf("add healthz check: %w", err)
+		return nil, fmt.Errorf("add healthz check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
-		return nil, nil, fmt.Errorf("add readyz check: %w", err)
+		return nil, fmt.Errorf("add readyz check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("informers", func(r *http.Request) error {
 		// Not ready before the informers synced: an earlier answer could
@@ -219,7 +214,7 @@ func NewManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, *C
 		defer cancel()
 		return lookup.waitSynced(ctx)
 	}); err != nil {
-		return nil, nil, fmt.Errorf("add readyz check: %w", err)
+		return nil, fmt.Errorf("add readyz check: %w", err)
 	}
-	return mgr, lookup, nil
+	return mgr, nil
 }

@@ -63,9 +63,6 @@ func (l *CacheLookup) waitSynced(ctx context.Context) error {
 	return nil
 }
 
-// Synced reports whether the informers have synced (for /readyz).
-func (l *CacheLookup) Synced() bool { return l.synced.Load() }
-
 // BindingServices lists the trusted Services labelled for cluster ("" for
 // every cluster).
 func (l *CacheLookup) BindingServices(ctx context.Context, cluster string) ([]corev1.Service, error) {
