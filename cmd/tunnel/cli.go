@@ -5,24 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"runtime"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/tunnel"
 )
 
-// Exit codes.
+// Exit codes: the shared ones of internal/cli.
 const (
-	exitOK      = 0
-	exitFailure = 1 // could not start (e.g. address in use)
-	exitUsage   = 2 // bad flags or configuration; the message names the flag
+	exitOK      = cli.ExitOK
+	exitFailure = cli.ExitFailure
+	exitUsage   = cli.ExitUsage
 )
-
-// version is stamped with -ldflags "-X main.version=...".
-var version = "dev"
 
 const topUsage = `tunnel: forwards named TCP listeners in a routable cluster to services in a
 cluster without a public IP, over one outbound websocket (smux v2 streams).
@@ -76,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "client":
 		return runClient(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "tunnel", version)
+		fmt.Fprintln(stdout, "tunnel", cli.Version)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)
@@ -158,21 +155,6 @@ func setMaxProcs(fs *pflag.FlagSet, n int, getenv func(string) string) error {
 	return nil
 }
 
-func newLogger(lo logOpts, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(lo.level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", lo.level)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch lo.format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", lo.format)
-}
-
 // parse parses args; it returns (done, code) when the command should exit
 // now (help or a usage error).
 func parse(fs *pflag.FlagSet, args []string, examples string, stdout, stderr io.Writer) (bool, int) {
@@ -240,7 +222,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if cfg.TokenFile == "" {
 		cfg.Token = getenv(tunnel.TokenEnv)
 	}
-	log, err := newLogger(lo, stderr)
+	log, err := cli.NewLogger(stderr, lo.format, lo.level)
 	if err != nil {
 		return usageError(stderr, "server", err)
 	}
@@ -268,7 +250,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if cfg.TokenFile == "" {
 		cfg.Token = getenv(tunnel.TokenEnv)
 	}
-	log, err := newLogger(lo, stderr)
+	log, err := cli.NewLogger(stderr, lo.format, lo.level)
 	if err != nil {
 		return usageError(stderr, "client", err)
 	}

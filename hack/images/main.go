@@ -32,7 +32,7 @@ var binaries = []binary{
 	{
 		Name:        "tunnel",
 		Package:     "./cmd/tunnel",
-		VersionVar:  "main.version",
+		VersionVar:  "github.com/l5d-tunnel/l5d-tunnel/internal/cli.Version",
 		Description: "l5d-tunnel tunnel server and client: Linkerd multicluster over one outbound websocket",
 	},
 	{

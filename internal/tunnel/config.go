@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
 
@@ -33,12 +33,8 @@ func ParseEndpoint(flag, s string) (Endpoint, error) {
 	if err := smux.ValidateListenerName(name); err != nil {
 		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := cli.SplitHostPort(addr); err != nil {
 		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return Endpoint{}, fmt.Errorf("%w: %s %q: bad port %q", ErrConfig, flag, s, port)
 	}
 	return Endpoint{Name: name, Addr: addr}, nil
 }

@@ -30,6 +30,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
@@ -41,23 +42,23 @@ const LeaderElectionID = "l5d-tunnel-webhook"
 func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	o, err := Parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return cli.ExitOK
 	}
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(stderr, "webhook: %s\n", line)
 		}
 		fmt.Fprintln(stderr, "Run 'webhook --help' for usage.")
-		return 2
+		return cli.ExitUsage
 	}
-	log, err := NewLogger(stderr, o.LogFormat, o.LogLevel)
+	log, err := cli.NewLogger(stderr, o.LogFormat, o.LogLevel)
 	if err != nil { // Validate checked both; kept for safety
 		fmt.Fprintf(stderr, "webhook: %v\n", err)
-		return 2
+		return cli.ExitUsage
 	}
 	if err := Run(ctx, o, log); err != nil {
 		log.Error("webhook stopped", "error", err)
-		return 1
+		return cli.ExitFailure
 	}
 	return 0
 }
@@ -99,7 +100,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting webhook", "port", o.Port, "bindAddress", o.BindAddress, "certDir", o.CertDir,
+	log.Info("starting webhook", "version", cli.Version, "port", o.Port, "bindAddress", o.BindAddress, "certDir", o.CertDir,
 		"trustedNamespaces", o.TrustedNamespaces, "clusterDomain", o.Mutate.ClusterDomain,
 		"leaderElect", o.LeaderElect, "resyncPeriod", o.ResyncPeriod.String(),
 		"gatewayReadyAddresses", o.GatewayAddresses, "gatewayDebounce", o.GatewayDebounce.String())

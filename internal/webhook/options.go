@@ -7,12 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
@@ -147,8 +147,8 @@ func (o *Options) Validate() error {
 	if o.BindAddress != "" && net.ParseIP(o.BindAddress) == nil {
 		bad("bind-address", "%q is not an IP address", o.BindAddress)
 	}
-	if o.Port < 1 || o.Port > 65535 {
-		bad("port", "%d is not a TCP port (1-65535)", o.Port)
+	if err := cli.CheckPort(o.Port, 1); err != nil {
+		bad("port", "%v", err)
 	}
 	if len(o.TrustedNamespaces) == 0 {
 		bad("trusted-namespaces", "no namespace given and $%s is unset", EnvPodNamespace)
@@ -174,11 +174,11 @@ func (o *Options) Validate() error {
 			bad("leader-election-namespace", "%q: %s", o.LeaderElectionNamespace, strings.Join(e, "; "))
 		}
 	}
-	if o.LogFormat != "json" && o.LogFormat != "text" {
-		bad("log-format", "%q: want json or text", o.LogFormat)
+	if err := cli.CheckLogFormat(o.LogFormat); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrUsage, err))
 	}
-	if _, err := parseLevel(o.LogLevel); err != nil {
-		bad("log-level", "%v", err)
+	if _, err := cli.ParseLevel(o.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrUsage, err))
 	}
 	if o.ResyncPeriod < time.Second {
 		bad("resync-period", "%s is shorter than 1s", o.ResyncPeriod)
@@ -194,12 +194,8 @@ func checkAddr(a string) error {
 	if a == "0" {
 		return nil
 	}
-	_, port, err := net.SplitHostPort(a)
-	if err != nil {
+	if _, _, err := cli.SplitHostPort(a); err != nil {
 		return fmt.Errorf("%q: %v", a, err)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q: bad port %q", a, port)
 	}
 	return nil
 }
