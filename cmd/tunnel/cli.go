@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
@@ -21,34 +22,28 @@ const (
 	exitUsage   = cli.ExitUsage
 )
 
-const topUsage = `tunnel: forwards named TCP listeners in a routable cluster to services in a
-cluster without a public IP, over one outbound websocket (smux v2 streams).
+const topLong = `tunnel: forwards named TCP listeners in a routable cluster to services in a
+cluster without a public IP, over one outbound websocket (smux v2 streams).`
 
-Usage:
-  tunnel server [flags]   run in the routable (cloud) cluster: owns the listeners
-  tunnel client [flags]   run in the home cluster: dials out, forwards to upstreams
-  tunnel version          print the version
+const serverLong = `Run in the routable (cloud) cluster: owns the listeners.
 
-Run 'tunnel server --help' or 'tunnel client --help' for flags and examples.
-`
+The websocket endpoint is /tunnel on --listen. /healthz, /readyz (200 only while
+a client session is up) and /metrics are on --admin-addr.`
 
-const serverExamples = `
-Examples:
-  # Listeners for the home API server, the Linkerd gateway and its probe port:
+const serverExamples = `  # Listeners for the home API server, the Linkerd gateway and its probe port:
   tunnel server --listen :8080 --token-file /var/run/tunnel/token \
     --port api=:6443 --port gateway=:4143 --port probe=:4191 --admin-addr :9090
 
   # Terminate TLS on the websocket endpoint yourself (no ingress):
   TUNNEL_TOKEN=s3cret tunnel server --listen :8443 --tls-cert tls.crt --tls-key tls.key \
-    --port gateway=:4143
+    --port gateway=:4143`
 
-The websocket endpoint is /tunnel on --listen. /healthz, /readyz (200 only while
-a client session is up) and /metrics are on --admin-addr.
-`
+const clientLong = `Run in the home cluster: dials out, forwards to upstreams.
 
-const clientExamples = `
-Examples:
-  # Dial the cloud ingress and expose the home API server and Linkerd gateway:
+The client dials only the --upstream addresses; a stream naming any other
+listener is refused. It reconnects forever with capped, jittered backoff.`
+
+const clientExamples = `  # Dial the cloud ingress and expose the home API server and Linkerd gateway:
   tunnel client --server wss://tunnel.cloud.example.com/tunnel \
     --token-file /var/run/tunnel/token \
     --upstream api=kubernetes.default.svc:443 \
@@ -56,31 +51,90 @@ Examples:
     --upstream probe=linkerd-gateway.linkerd-multicluster.svc:4191
 
   # Private CA on the server certificate:
-  tunnel client --server wss://10.1.2.3:8443/tunnel --ca-file ca.crt --upstream gateway=127.0.0.1:4143
+  tunnel client --server wss://10.1.2.3:8443/tunnel --ca-file ca.crt --upstream gateway=127.0.0.1:4143`
 
-The client dials only the --upstream addresses; a stream naming any other
-listener is refused. It reconnects forever with capped, jittered backoff.
-`
+// failed is returned by a command that already logged its runtime error:
+// run exits 1 without printing it again. Every other error is a usage error.
+type failed struct{ err error }
 
+func (f failed) Error() string { return f.err.Error() }
+
+// run executes the command line args and returns the exit code: 0, 1 on a
+// runtime error, 2 on bad flags or configuration (the message names the
+// flag). Help goes to stdout, errors to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, topUsage)
-		return exitUsage
+	root := &cobra.Command{
+		Use:     "tunnel",
+		Short:   "Linkerd multicluster over one outbound websocket",
+		Long:    topLong,
+		Version: cli.Version,
+		Example: `  tunnel server --help
+  tunnel client --help`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprint(stderr, cmd.UsageString())
+			return errors.New("a command is required (server, client or version)")
+		},
 	}
-	switch args[0] {
-	case "server":
-		return runServer(ctx, args[1:], stdout, stderr, getenv)
-	case "client":
-		return runClient(ctx, args[1:], stdout, stderr, getenv)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "tunnel", cli.Version)
-		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, topUsage)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetVersionTemplate("tunnel {{.Version}}\n")
+	root.AddCommand(
+		newCommand("server", serverLong, serverExamples, ctx, getenv, stderr, serverCommand),
+		newCommand("client", clientLong, clientExamples, ctx, getenv, stderr, clientCommand),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  flagsOnly,
+			Run: func(cmd *cobra.Command, _ []string) {
+				fmt.Fprintln(cmd.OutOrStdout(), "tunnel", cli.Version)
+			},
+		},
+	)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetContext(ctx)
+	cmd, err := root.ExecuteC()
+	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "tunnel: unknown command %q\n\n%s", args[0], topUsage)
+	var f failed
+	if errors.As(err, &f) {
+		return exitFailure
+	}
+	fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", cmd.CommandPath(), err, cmd.CommandPath())
 	return exitUsage
+}
+
+// flagsOnly rejects positional arguments.
+func flagsOnly(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only)", args[0])
+	}
+	return nil
+}
+
+// command is the body of `tunnel server` or `tunnel client`: it binds its
+// flags and returns the function that validates and runs.
+type command func(fs *pflag.FlagSet, lo *logOpts) func(ctx context.Context, getenv func(string) string, stderr io.Writer) error
+
+func newCommand(name, long, examples string, ctx context.Context, getenv func(string) string, stderr io.Writer, c command) *cobra.Command {
+	var lo logOpts
+	cmd := &cobra.Command{
+		Use:     name + " [flags]",
+		Short:   strings.SplitN(long, "\n", 2)[0],
+		Long:    long,
+		Example: examples,
+		Args:    flagsOnly,
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	body := c(fs, &lo)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return body(ctx, getenv, stderr)
+	}
+	return cmd
 }
 
 // endpoints is a repeatable NAME=ADDR flag, checked as it is parsed so the
@@ -155,38 +209,13 @@ func setMaxProcs(fs *pflag.FlagSet, n int, getenv func(string) string) error {
 	return nil
 }
 
-// parse parses args; it returns (done, code) when the command should exit
-// now (help or a usage error).
-func parse(fs *pflag.FlagSet, args []string, examples string, stdout, stderr io.Writer) (bool, int) {
-	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: tunnel %s [flags]\n\nFlags:\n%s%s", fs.Name(), fs.FlagUsages(), examples)
-	}
-	fs.Usage = func() {} // help is printed below; errors get a one-line hint
-	err := fs.Parse(args)
-	if errors.Is(err, pflag.ErrHelp) {
-		usage(stdout)
-		return true, exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "tunnel %s: %v\nRun 'tunnel %s --help' for usage.\n", fs.Name(), err, fs.Name())
-		return true, exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "tunnel %s: unexpected argument %q (flags only)\n", fs.Name(), fs.Arg(0))
-		return true, exitUsage
-	}
-	return false, 0
-}
-
-func usageError(stderr io.Writer, cmd string, err error) int {
-	fmt.Fprintf(stderr, "tunnel %s: %v\nRun 'tunnel %s --help' for usage.\n", cmd, err, cmd)
-	return exitUsage
-}
-
 func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("server", pflag.ContinueOnError)
+	bindServerFlags(fs, cfg, lo)
+	return fs
+}
+
+func bindServerFlags(fs *pflag.FlagSet, cfg *tunnel.ServerConfig, lo *logOpts) {
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the websocket endpoint (path "+tunnel.TunnelPath+")")
 	fs.Var(endpoints{"--port", &cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
@@ -195,11 +224,15 @@ func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 	fs.DurationVar(&cfg.ReplyTimeout, "reply-timeout", cfg.ReplyTimeout, "how long a client may take to answer a new stream before it is pinged; a client that answers neither is dropped and the connection moves to the next session")
 	fs.IntVar(&cfg.MaxPendingConns, "max-pending-conns", cfg.MaxPendingConns, "unauthenticated connections to --listen held at once; more are closed at once")
 	commonFlags(fs, &cfg.Common, lo)
-	return fs
 }
 
 func clientFlags(cfg *tunnel.ClientConfig, lo *logOpts) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("client", pflag.ContinueOnError)
+	bindClientFlags(fs, cfg, lo)
+	return fs
+}
+
+func bindClientFlags(fs *pflag.FlagSet, cfg *tunnel.ClientConfig, lo *logOpts) {
 	fs.StringVar(&cfg.ServerURL, "server", "", "tunnel server URL, ws:// or wss:// with the path (e.g. wss://host/tunnel)")
 	fs.Var(endpoints{"--upstream", &cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to verify a wss:// server (default: system roots)")
@@ -209,61 +242,58 @@ func clientFlags(cfg *tunnel.ClientConfig, lo *logOpts) *pflag.FlagSet {
 	fs.DurationVar(&cfg.BackoffMin, "backoff-min", cfg.BackoffMin, "first reconnect delay")
 	fs.DurationVar(&cfg.BackoffMax, "backoff-max", cfg.BackoffMax, "longest reconnect delay")
 	commonFlags(fs, &cfg.Common, lo)
-	return fs
 }
 
-func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+// serverCommand binds the flags of `tunnel server`.
+func serverCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(string) string, io.Writer) error {
 	cfg := tunnel.DefaultServerConfig()
-	var lo logOpts
-	fs := serverFlags(&cfg, &lo)
-	if done, code := parse(fs, args, serverExamples, stdout, stderr); done {
-		return code
+	bindServerFlags(fs, &cfg, lo)
+	return func(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+		if cfg.TokenFile == "" {
+			cfg.Token = getenv(tunnel.TokenEnv)
+		}
+		log, err := cli.NewLogger(stderr, lo.format, lo.level)
+		if err != nil {
+			return err
+		}
+		s, err := tunnel.NewServer(cfg, log)
+		if err != nil {
+			return err
+		}
+		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
+			return err
+		}
+		if err := s.Run(ctx); err != nil {
+			log.Error("tunnel server failed", "err", err)
+			return failed{err}
+		}
+		return nil
 	}
-	if cfg.TokenFile == "" {
-		cfg.Token = getenv(tunnel.TokenEnv)
-	}
-	log, err := cli.NewLogger(stderr, lo.format, lo.level)
-	if err != nil {
-		return usageError(stderr, "server", err)
-	}
-	s, err := tunnel.NewServer(cfg, log)
-	if err != nil {
-		return usageError(stderr, "server", err)
-	}
-	if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
-		return usageError(stderr, "server", err)
-	}
-	if err := s.Run(ctx); err != nil {
-		log.Error("tunnel server failed", "err", err)
-		return exitFailure
-	}
-	return exitOK
 }
 
-func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+// clientCommand binds the flags of `tunnel client`.
+func clientCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(string) string, io.Writer) error {
 	cfg := tunnel.DefaultClientConfig()
-	var lo logOpts
-	fs := clientFlags(&cfg, &lo)
-	if done, code := parse(fs, args, clientExamples, stdout, stderr); done {
-		return code
+	bindClientFlags(fs, &cfg, lo)
+	return func(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+		if cfg.TokenFile == "" {
+			cfg.Token = getenv(tunnel.TokenEnv)
+		}
+		log, err := cli.NewLogger(stderr, lo.format, lo.level)
+		if err != nil {
+			return err
+		}
+		c, err := tunnel.NewClient(cfg, log)
+		if err != nil {
+			return err
+		}
+		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
+			return err
+		}
+		if err := c.Run(ctx); err != nil {
+			log.Error("tunnel client failed", "err", err)
+			return failed{err}
+		}
+		return nil
 	}
-	if cfg.TokenFile == "" {
-		cfg.Token = getenv(tunnel.TokenEnv)
-	}
-	log, err := cli.NewLogger(stderr, lo.format, lo.level)
-	if err != nil {
-		return usageError(stderr, "client", err)
-	}
-	c, err := tunnel.NewClient(cfg, log)
-	if err != nil {
-		return usageError(stderr, "client", err)
-	}
-	if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
-		return usageError(stderr, "client", err)
-	}
-	if err := c.Run(ctx); err != nil {
-		log.Error("tunnel client failed", "err", err)
-		return exitFailure
-	}
-	return exitOK
 }
