@@ -11,5 +11,5 @@ import (
 )
 
 func main() {
-	os.Exit(webhook.Main(ctrl.SetupSignalHandler(), os.Args[1:], os.Stderr))
+	os.Exit(webhook.Main(ctrl.SetupSignalHandler(), os.Args[1:], os.Stdout, os.Stderr))
 }

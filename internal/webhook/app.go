@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -39,9 +39,9 @@ const LeaderElectionID = "l5d-tunnel-webhook"
 
 // Main runs the binary: it parses args, builds the logger and runs until ctx
 // ends. It returns the exit code: 0, 1 on a runtime error, 2 on bad flags.
-func Main(ctx context.Context, args []string, stderr io.Writer) int {
-	o, err := Parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := Parse(args, stdout)
+	if errors.Is(err, pflag.ErrHelp) {
 		return cli.ExitOK
 	}
 	if err != nil {

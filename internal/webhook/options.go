@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
@@ -102,6 +103,8 @@ func (l listFlag) String() string {
 	return strings.Join(*l.v, ",")
 }
 
+func (l listFlag) Type() string { return "strings" }
+
 func (l listFlag) Set(s string) error {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
@@ -114,7 +117,7 @@ func (l listFlag) Set(s string) error {
 }
 
 // BindFlags registers every flag of the binary on fs, bound to o.
-func (o *Options) BindFlags(fs *flag.FlagSet) {
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "`directory` with the serving certificate tls.crt and key tls.key (reloaded when they change; required)")
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "IP address the webhook server listens on (empty: all addresses)")
 	fs.IntVar(&o.Port, "port", o.Port, "TCP port of the webhook server (HTTPS)")
@@ -211,36 +214,61 @@ func (o *Options) leaderElectionNamespace() string {
 	return o.TrustedNamespaces[0]
 }
 
-const usageHead = `Usage: webhook [flags]
-
-The l5d-tunnel mutating admission webhook. It rewrites what
+const long = `The l5d-tunnel mutating admission webhook. It rewrites what
 "linkerd multicluster link" creates (the Link, the probe Service and the
 credentials Secrets) in namespaces labelled l5d-tunnel.io/rewrite=enabled so
 that the link goes through the tunnel of its cluster, and a leader-elected
-reconciler brings existing objects to the same state. See docs/webhook.md.
+reconciler brings existing objects to the same state. See docs/webhook.md.`
 
-Flags:
-`
+const examples = `  # In the cluster (the Deployment in dist/install-webhook.yaml):
+  webhook --cert-dir=/etc/l5d-tunnel/webhook-certs --trusted-namespaces=l5d-tunnel
 
-// Parse parses args into options starting from DefaultOptions. Help and bad
-// flags return an error wrapping ErrUsage (flag.ErrHelp for -h).
-func Parse(args []string, stderr io.Writer) (Options, error) {
+  # Outside a cluster, against the current kubeconfig, one replica:
+  webhook --cert-dir=./certs --kubeconfig ~/.kube/config --leader-elect=false \
+    --trusted-namespaces=l5d-tunnel --log-format=text --log-level=debug`
+
+// newCommand is the webhook command line: its flags bind into o; run is
+// called after parsing, with o filled in.
+func newCommand(o *Options, run func() error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           "webhook [flags]",
+		Short:         "l5d-tunnel mutating admission webhook and reconciler",
+		Long:          long,
+		Example:       examples,
+		Version:       cli.Version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q (flags only)", args[0])
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error { return run() },
+	}
+	cmd.CompletionOptions.DisableDefaultCmd = true
+	cmd.SetVersionTemplate("webhook {{.Version}}\n")
+	cmd.Flags().SortFlags = false
+	o.BindFlags(cmd.Flags())
+	return cmd
+}
+
+// Parse parses args into options starting from DefaultOptions and
+// validates them. --help and --version print to stdout and return
+// pflag.ErrHelp; bad flags return an error wrapping ErrUsage.
+func Parse(args []string, stdout io.Writer) (Options, error) {
 	o := DefaultOptions()
-	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are returned; help is printed below
-	fs.Usage = func() {}
-	o.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageHead)
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-			return o, err
-		}
+	parsed := false
+	cmd := newCommand(&o, func() error { parsed = true; return o.Validate() })
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(io.Discard)
+	err := cmd.Execute()
+	switch {
+	case err != nil && !errors.Is(err, ErrUsage):
 		return o, fmt.Errorf("%w: %v", ErrUsage, err)
+	case err == nil && !parsed:
+		return o, pflag.ErrHelp
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
-	}
-	return o, o.Validate()
+	return o, err
 }

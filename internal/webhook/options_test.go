@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func TestMainBadFlags(t *testing.T) {
 			var stderr bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if code := Main(ctx, tc.args, &stderr); code != 2 {
+			if code := Main(ctx, tc.args, io.Discard, &stderr); code != 2 {
 				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
 			}
 			if !strings.Contains(stderr.String(), tc.flag) {
@@ -52,14 +53,14 @@ func TestMainBadFlags(t *testing.T) {
 }
 
 func TestMainHelp(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"--help"}, &stderr); code != 0 {
-		t.Fatalf("exit %d", code)
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"--help"}, &stdout, &stderr); code != 0 || stderr.Len() > 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 	for _, f := range []string{"-cert-dir", "-port", "-trusted-namespaces", "-cluster-domain", "-default-tls-server-name",
 		"-health-addr", "-metrics-addr", "-kubeconfig", "-leader-elect", "-log-format", "-resync-period", "-bind-address",
 		"-gateway-ready-addresses", "-gateway-debounce"} {
-		if !strings.Contains(stderr.String(), f) {
+		if !strings.Contains(stdout.String(), f) {
 			t.Errorf("--help lacks %s", f)
 		}
 	}
