@@ -137,10 +137,9 @@ func newCommand(name, long, examples string, ctx context.Context, getenv func(st
 	return cmd
 }
 
-// endpoints is a repeatable NAME=ADDR flag, checked as it is parsed so the
-// error names the flag.
+// endpoints is a repeatable NAME=ADDR flag, checked as it is parsed (pflag
+// names the flag and the value in the error).
 type endpoints struct {
-	flag string
 	list *[]tunnel.Endpoint
 }
 
@@ -153,20 +152,58 @@ func (e endpoints) String() string {
 }
 
 func (e endpoints) Set(s string) error {
-	ep, err := tunnel.ParseEndpoint(e.flag, s)
+	ep, err := tunnel.ParseEndpoint(s)
 	if err != nil {
-		// pflag already names the flag and the value.
-		msg := err.Error()
-		if i := strings.LastIndex(msg, ": "); i >= 0 {
-			msg = msg[i+2:]
-		}
-		return errors.New(msg)
+		return err
 	}
 	*e.list = append(*e.list, ep)
 	return nil
 }
 
 func (e endpoints) Type() string { return "NAME=ADDR" }
+
+// fieldFlags maps the fields of the tunnel's configuration to their flags.
+var fieldFlags = map[string]string{
+	"Listen":                    "--listen",
+	"Ports":                     "--port",
+	"TLSCert":                   "--tls-cert and --tls-key",
+	"HandshakeTimeout":          "--handshake-timeout",
+	"MaxPendingConns":           "--max-pending-conns",
+	"ReplyTimeout":              "--reply-timeout",
+	"TokenFile":                 "--token-file",
+	"AdminAddr":                 "--admin-addr",
+	"Session.KeepAliveInterval": "--keepalive-interval",
+	"Session.KeepAliveTimeout":  "--keepalive-timeout",
+	"Session.MaxFrameSize":      "--max-frame-size",
+	"Session.MaxStreamWindow":   "--stream-window",
+	"Session.SessionBudget":     "--session-window",
+	"Session.MaxStreams":        "--max-streams",
+	"Session.ReadBufferSize":    "--ws-read-buffer",
+	"Session.WriteBufferSize":   "--ws-write-buffer",
+	"Session":                   "session tuning (--keepalive-*, --stream-window, --session-window, --max-streams, --max-frame-size, --ws-*-buffer)",
+	"CopyBufferSize":            "--copy-buffer",
+	"DrainGrace":                "--drain-grace",
+	"ServerURL":                 "--server",
+	"Upstreams":                 "--upstream",
+	"CAFile":                    "--ca-file",
+	"DialTimeout":               "--dial-timeout",
+	"HeaderTimeout":             "--header-timeout",
+	"BackoffMin":                "--backoff-min",
+	"BackoffMax":                "--backoff-max",
+}
+
+// flagError names the flag of a configuration field error.
+func flagError(err error) error {
+	var fe *tunnel.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	flag, ok := fieldFlags[fe.Field]
+	if !ok {
+		flag = fe.Field
+	}
+	return fmt.Errorf("%s: %s", flag, fe.Msg)
+}
 
 // maxProcs bounds --max-procs.
 const maxProcs = 1024
@@ -217,7 +254,7 @@ func serverFlags(cfg *tunnel.ServerConfig, lo *logOpts) *pflag.FlagSet {
 
 func bindServerFlags(fs *pflag.FlagSet, cfg *tunnel.ServerConfig, lo *logOpts) {
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the websocket endpoint (path "+tunnel.TunnelPath+")")
-	fs.Var(endpoints{"--port", &cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
+	fs.Var(endpoints{&cfg.Ports}, "port", "named TCP listener NAME=ADDR, repeatable (e.g. gateway=:4143)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS on --listen (reloaded on change)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "how long a connection to --listen may take for TLS and its request headers, and may idle, before it authenticates")
@@ -234,7 +271,7 @@ func clientFlags(cfg *tunnel.ClientConfig, lo *logOpts) *pflag.FlagSet {
 
 func bindClientFlags(fs *pflag.FlagSet, cfg *tunnel.ClientConfig, lo *logOpts) {
 	fs.StringVar(&cfg.ServerURL, "server", "", "tunnel server URL, ws:// or wss:// with the path (e.g. wss://host/tunnel)")
-	fs.Var(endpoints{"--upstream", &cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
+	fs.Var(endpoints{&cfg.Upstreams}, "upstream", "NAME=HOST:PORT to dial for streams of listener NAME, repeatable")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA bundle to verify a wss:// server (default: system roots)")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout for each upstream dial")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "timeout for connecting to the server")
@@ -258,7 +295,7 @@ func serverCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(st
 		}
 		s, err := tunnel.NewServer(cfg, log)
 		if err != nil {
-			return err
+			return flagError(err)
 		}
 		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
 			return err
@@ -285,7 +322,7 @@ func clientCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(st
 		}
 		c, err := tunnel.NewClient(cfg, log)
 		if err != nil {
-			return err
+			return flagError(err)
 		}
 		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
 			return err

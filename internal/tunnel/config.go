@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -24,38 +25,55 @@ type Endpoint struct {
 	Addr string
 }
 
-// ParseEndpoint parses NAME=ADDR. flag is used in error messages.
-func ParseEndpoint(flag, s string) (Endpoint, error) {
+// FieldError is a configuration problem with one field, named by its Go
+// path in the configuration (e.g. "Session.MaxFrameSize"). It knows no flag
+// names: the command line maps Field to its flag. It wraps ErrConfig.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Unwrap makes every FieldError an ErrConfig.
+func (e *FieldError) Unwrap() error { return ErrConfig }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// ParseEndpoint parses NAME=ADDR.
+func ParseEndpoint(s string) (Endpoint, error) {
 	name, addr, ok := strings.Cut(s, "=")
 	if !ok {
-		return Endpoint{}, fmt.Errorf("%w: %s %q: want NAME=ADDR", ErrConfig, flag, s)
+		return Endpoint{}, errors.New("want NAME=ADDR")
 	}
 	if err := smux.ValidateListenerName(name); err != nil {
-		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
+		return Endpoint{}, err
 	}
 	if _, _, err := cli.SplitHostPort(addr); err != nil {
-		return Endpoint{}, fmt.Errorf("%w: %s %q: %v", ErrConfig, flag, s, err)
+		return Endpoint{}, err
 	}
 	return Endpoint{Name: name, Addr: addr}, nil
 }
 
-func validateEndpoints(flag string, eps []Endpoint, needHost bool) error {
+func validateEndpoints(field string, eps []Endpoint, needHost bool) error {
 	if len(eps) == 0 {
-		return fmt.Errorf("%w: at least one %s NAME=ADDR is required", ErrConfig, flag)
+		return fieldErr(field, "at least one NAME=ADDR is required")
 	}
 	seen := map[string]bool{}
 	for _, e := range eps {
-		if _, err := ParseEndpoint(flag, e.Name+"="+e.Addr); err != nil {
-			return err
+		if _, err := ParseEndpoint(e.Name + "=" + e.Addr); err != nil {
+			return fieldErr(field, "%q: %v", e.Name+"="+e.Addr, err)
 		}
 		if needHost {
 			host, port, _ := net.SplitHostPort(e.Addr)
 			if host == "" || port == "0" {
-				return fmt.Errorf("%w: %s %s=%s: needs a host and a non-zero port", ErrConfig, flag, e.Name, e.Addr)
+				return fieldErr(field, "%s=%s: needs a host and a non-zero port", e.Name, e.Addr)
 			}
 		}
 		if seen[e.Name] {
-			return fmt.Errorf("%w: %s: name %q given twice", ErrConfig, flag, e.Name)
+			return fieldErr(field, "name %q given twice", e.Name)
 		}
 		seen[e.Name] = true
 	}
@@ -112,17 +130,17 @@ const (
 	MaxReplyTimeout      = time.Minute
 )
 
-// checkInt and checkDuration report a value outside [lo, hi], naming flag.
-func checkInt(flag string, v, lo, hi int) error {
+// checkInt and checkDuration report a value outside [lo, hi] of field.
+func checkInt(field string, v, lo, hi int) error {
 	if v < lo || v > hi {
-		return fmt.Errorf("%w: %s %d must be between %d and %d", ErrConfig, flag, v, lo, hi)
+		return fieldErr(field, "%d must be between %d and %d", v, lo, hi)
 	}
 	return nil
 }
 
-func checkDuration(flag string, v, lo, hi time.Duration) error {
+func checkDuration(field string, v, lo, hi time.Duration) error {
 	if v < lo || v > hi {
-		return fmt.Errorf("%w: %s %v must be between %v and %v", ErrConfig, flag, v, lo, hi)
+		return fieldErr(field, "%v must be between %v and %v", v, lo, hi)
 	}
 	return nil
 }
@@ -138,41 +156,41 @@ func firstErr(errs ...error) error {
 
 func (c Common) validate() error {
 	if c.TokenFile == "" && c.Token == "" {
-		return fmt.Errorf("%w: --token-file or %s is required", ErrConfig, TokenEnv)
+		return fieldErr("TokenFile", "required, or the token in $%s", TokenEnv)
 	}
 	if c.AdminAddr != "" {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
-			return fmt.Errorf("%w: --admin-addr %q: %v", ErrConfig, c.AdminAddr, err)
+			return fieldErr("AdminAddr", "%q: %v", c.AdminAddr, err)
 		}
 	}
 	s := c.Session
 	if err := firstErr(
-		checkDuration("--keepalive-interval", s.KeepAliveInterval, MinKeepAliveInterval, MaxKeepAliveInterval),
-		checkDuration("--keepalive-timeout", s.KeepAliveTimeout, 2*s.KeepAliveInterval, MaxKeepAliveTimeout),
-		checkSession("--max-frame-size", func(d *smux.Config) { d.MaxFrameSize = s.MaxFrameSize }),
-		checkSession("--stream-window", func(d *smux.Config) { d.MaxStreamWindow = s.MaxStreamWindow }),
-		checkSession("--session-window", func(d *smux.Config) { d.SessionBudget = s.SessionBudget }),
-		checkSession("--max-streams", func(d *smux.Config) { d.MaxStreams = s.MaxStreams }),
-		checkSession("--ws-read-buffer", func(d *smux.Config) { d.ReadBufferSize = s.ReadBufferSize }),
-		checkSession("--ws-write-buffer", func(d *smux.Config) { d.WriteBufferSize = s.WriteBufferSize }),
-		checkInt("--copy-buffer", c.CopyBufferSize, MinCopyBuffer, MaxCopyBuffer),
-		checkDuration("--drain-grace", c.DrainGrace, 0, MaxDrainGrace),
+		checkDuration("Session.KeepAliveInterval", s.KeepAliveInterval, MinKeepAliveInterval, MaxKeepAliveInterval),
+		checkDuration("Session.KeepAliveTimeout", s.KeepAliveTimeout, 2*s.KeepAliveInterval, MaxKeepAliveTimeout),
+		checkSession("Session.MaxFrameSize", func(d *smux.Config) { d.MaxFrameSize = s.MaxFrameSize }),
+		checkSession("Session.MaxStreamWindow", func(d *smux.Config) { d.MaxStreamWindow = s.MaxStreamWindow }),
+		checkSession("Session.SessionBudget", func(d *smux.Config) { d.SessionBudget = s.SessionBudget }),
+		checkSession("Session.MaxStreams", func(d *smux.Config) { d.MaxStreams = s.MaxStreams }),
+		checkSession("Session.ReadBufferSize", func(d *smux.Config) { d.ReadBufferSize = s.ReadBufferSize }),
+		checkSession("Session.WriteBufferSize", func(d *smux.Config) { d.WriteBufferSize = s.WriteBufferSize }),
+		checkInt("CopyBufferSize", c.CopyBufferSize, MinCopyBuffer, MaxCopyBuffer),
+		checkDuration("DrainGrace", c.DrainGrace, 0, MaxDrainGrace),
 	); err != nil {
 		return err
 	}
 	if err := c.Session.Validate(); err != nil {
-		return fmt.Errorf("%w: session tuning (--keepalive-*, --stream-window, --session-window, --max-streams, --max-frame-size, --ws-*-buffer): %v", ErrConfig, err)
+		return fieldErr("Session", "%v", err)
 	}
 	return nil
 }
 
 // checkSession checks one session setting against pkg/smux's bounds: set
-// copies it into the defaults, so an error names flag alone.
-func checkSession(flag string, set func(*smux.Config)) error {
+// copies it into the defaults, so an error names field alone.
+func checkSession(field string, set func(*smux.Config)) error {
 	d := smux.DefaultConfig()
 	set(&d)
 	if err := d.Validate(); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrConfig, flag, err)
+		return fieldErr(field, "%v", err)
 	}
 	return nil
 }
@@ -207,21 +225,21 @@ func DefaultServerConfig() ServerConfig {
 		ReplyTimeout: time.Second}
 }
 
-// Validate reports the first problem, naming the flag.
+// Validate reports the first problem as a *FieldError.
 func (c ServerConfig) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("%w: --listen %q: %v", ErrConfig, c.Listen, err)
+		return fieldErr("Listen", "%q: %v", c.Listen, err)
 	}
-	if err := validateEndpoints("--port", c.Ports, false); err != nil {
+	if err := validateEndpoints("Ports", c.Ports, false); err != nil {
 		return err
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return fmt.Errorf("%w: --tls-cert and --tls-key must be given together", ErrConfig)
+		return fieldErr("TLSCert", "the certificate and the key must be given together")
 	}
 	if err := firstErr(
-		checkDuration("--handshake-timeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
-		checkInt("--max-pending-conns", c.MaxPendingConns, 1, MaxPendingConns),
-		checkDuration("--reply-timeout", c.ReplyTimeout, MinReplyTimeout, MaxReplyTimeout),
+		checkDuration("HandshakeTimeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
+		checkInt("MaxPendingConns", c.MaxPendingConns, 1, MaxPendingConns),
+		checkDuration("ReplyTimeout", c.ReplyTimeout, MinReplyTimeout, MaxReplyTimeout),
 	); err != nil {
 		return err
 	}
@@ -259,30 +277,30 @@ func DefaultClientConfig() ClientConfig {
 	}
 }
 
-// Validate reports the first problem, naming the flag.
+// Validate reports the first problem as a *FieldError.
 func (c ClientConfig) Validate() error {
 	u, err := url.Parse(c.ServerURL)
 	if c.ServerURL == "" {
-		return fmt.Errorf("%w: --server is required (ws://HOST:PORT/tunnel or wss://...)", ErrConfig)
+		return fieldErr("ServerURL", "required (ws://HOST:PORT/tunnel or wss://...)")
 	}
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("%w: --server %q: want ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH", ErrConfig, c.ServerURL)
+		return fieldErr("ServerURL", "%q: want ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH", c.ServerURL)
 	}
 	if u.User != nil {
-		return fmt.Errorf("%w: --server: credentials in the URL are not allowed; use --token-file", ErrConfig)
+		return fieldErr("ServerURL", "credentials in the URL are not allowed; use a token file")
 	}
-	if err := validateEndpoints("--upstream", c.Upstreams, true); err != nil {
+	if err := validateEndpoints("Upstreams", c.Upstreams, true); err != nil {
 		return err
 	}
 	if c.CAFile != "" && u.Scheme != "wss" {
-		return fmt.Errorf("%w: --ca-file needs a wss:// --server", ErrConfig)
+		return fieldErr("CAFile", "needs a wss:// server URL")
 	}
 	if err := firstErr(
-		checkDuration("--dial-timeout", c.DialTimeout, MinClientTimeout, MaxClientTimeout),
-		checkDuration("--handshake-timeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
-		checkDuration("--header-timeout", c.HeaderTimeout, MinClientTimeout, MaxClientTimeout),
-		checkDuration("--backoff-min", c.BackoffMin, MinBackoff, MaxBackoff),
-		checkDuration("--backoff-max", c.BackoffMax, c.BackoffMin, MaxBackoff),
+		checkDuration("DialTimeout", c.DialTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("HandshakeTimeout", c.HandshakeTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("HeaderTimeout", c.HeaderTimeout, MinClientTimeout, MaxClientTimeout),
+		checkDuration("BackoffMin", c.BackoffMin, MinBackoff, MaxBackoff),
+		checkDuration("BackoffMax", c.BackoffMax, c.BackoffMin, MaxBackoff),
 	); err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@ import "errors"
 
 // Sentinel errors.
 var (
-	// ErrConfig wraps every configuration problem; the message names the flag.
+	// ErrConfig wraps every configuration problem (a *FieldError names the field).
 	ErrConfig = errors.New("invalid configuration")
 	// ErrUnauthorized means the server rejected the client's token (HTTP 401).
 	ErrUnauthorized = errors.New("server rejected the token (HTTP 401)")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,21 +130,23 @@ func TestHostileServerStreamCap(t *testing.T) {
 	}
 }
 
-// TestSessionFlagsNamed: a bad session setting names its flag.
+// TestSessionFlagsNamed: a bad session setting names its field (the
+// command line maps it to the flag).
 func TestSessionFlagsNamed(t *testing.T) {
 	for flag, set := range map[string]func(*smux.Config){
-		"--max-streams":     func(c *smux.Config) { c.MaxStreams = 0 },
-		"--stream-window":   func(c *smux.Config) { c.MaxStreamWindow = 999999999999 },
-		"--session-window":  func(c *smux.Config) { c.SessionBudget = 10 },
-		"--max-frame-size":  func(c *smux.Config) { c.MaxFrameSize = 70000 },
-		"--ws-read-buffer":  func(c *smux.Config) { c.ReadBufferSize = 999999999999 },
-		"--ws-write-buffer": func(c *smux.Config) { c.WriteBufferSize = 1 },
+		"Session.MaxStreams":      func(c *smux.Config) { c.MaxStreams = 0 },
+		"Session.MaxStreamWindow": func(c *smux.Config) { c.MaxStreamWindow = 999999999999 },
+		"Session.SessionBudget":   func(c *smux.Config) { c.SessionBudget = 10 },
+		"Session.MaxFrameSize":    func(c *smux.Config) { c.MaxFrameSize = 70000 },
+		"Session.ReadBufferSize":  func(c *smux.Config) { c.ReadBufferSize = 999999999999 },
+		"Session.WriteBufferSize": func(c *smux.Config) { c.WriteBufferSize = 1 },
 	} {
 		cfg := serverConfig("gw")
 		set(&cfg.Session)
 		err := cfg.Validate()
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), flag) {
-			t.Errorf("%s: Validate() = %v, want ErrConfig naming the flag", flag, err)
+		var fe *FieldError
+		if !errors.Is(err, ErrConfig) || !errors.As(err, &fe) || fe.Field != flag {
+			t.Errorf("%s: Validate() = %v, want a FieldError naming the field", flag, err)
 		}
 	}
 }

@@ -742,15 +742,15 @@ func TestConfigValidate(t *testing.T) {
 		flag string
 	}{
 		"ok":             {func(*ServerConfig) {}, ""},
-		"bad listen":     {func(c *ServerConfig) { c.Listen = "nope" }, "--listen"},
-		"no ports":       {func(c *ServerConfig) { c.Ports = nil }, "--port"},
-		"dup port":       {func(c *ServerConfig) { c.Ports = append(c.Ports, c.Ports[0]) }, "--port"},
-		"bad port name":  {func(c *ServerConfig) { c.Ports[0].Name = "a/b" }, "--port"},
-		"cert w/o key":   {func(c *ServerConfig) { c.TLSCert = "x" }, "--tls-cert"},
-		"no token":       {func(c *ServerConfig) { c.Token = "" }, "--token-file"},
-		"bad admin":      {func(c *ServerConfig) { c.AdminAddr = "x" }, "--admin-addr"},
-		"bad keepalive":  {func(c *ServerConfig) { c.Session.KeepAliveTimeout = c.Session.KeepAliveInterval }, "--keepalive"},
-		"negative grace": {func(c *ServerConfig) { c.DrainGrace = -1 }, "--drain-grace"},
+		"bad listen":     {func(c *ServerConfig) { c.Listen = "nope" }, "Listen"},
+		"no ports":       {func(c *ServerConfig) { c.Ports = nil }, "Ports"},
+		"dup port":       {func(c *ServerConfig) { c.Ports = append(c.Ports, c.Ports[0]) }, "Ports"},
+		"bad port name":  {func(c *ServerConfig) { c.Ports[0].Name = "a/b" }, "Ports"},
+		"cert w/o key":   {func(c *ServerConfig) { c.TLSCert = "x" }, "TLSCert"},
+		"no token":       {func(c *ServerConfig) { c.Token = "" }, "TokenFile"},
+		"bad admin":      {func(c *ServerConfig) { c.AdminAddr = "x" }, "AdminAddr"},
+		"bad keepalive":  {func(c *ServerConfig) { c.Session.KeepAliveTimeout = c.Session.KeepAliveInterval }, "Session.KeepAlive"},
+		"negative grace": {func(c *ServerConfig) { c.DrainGrace = -1 }, "DrainGrace"},
 	}
 	for name, tc := range srv {
 		t.Run("server/"+name, func(t *testing.T) {
@@ -771,14 +771,14 @@ func TestConfigValidate(t *testing.T) {
 		flag string
 	}{
 		"ok":               {func(*ClientConfig) {}, ""},
-		"no server":        {func(c *ClientConfig) { c.ServerURL = "" }, "--server"},
-		"http server":      {func(c *ClientConfig) { c.ServerURL = "http://x/tunnel" }, "--server"},
-		"creds in url":     {func(c *ClientConfig) { c.ServerURL = "wss://u:p@x/tunnel" }, "--server"},
-		"no upstream":      {func(c *ClientConfig) { c.Upstreams = nil }, "--upstream"},
-		"upstream no host": {func(c *ClientConfig) { c.Upstreams = []Endpoint{{"gw", ":4143"}} }, "--upstream"},
-		"ca with ws":       {func(c *ClientConfig) { c.ServerURL = "ws://x/tunnel"; c.CAFile = "ca" }, "--ca-file"},
-		"backoff order":    {func(c *ClientConfig) { c.BackoffMax = time.Millisecond }, "--backoff-max"},
-		"no token":         {func(c *ClientConfig) { c.Token = "" }, "--token-file"},
+		"no server":        {func(c *ClientConfig) { c.ServerURL = "" }, "ServerURL"},
+		"http server":      {func(c *ClientConfig) { c.ServerURL = "http://x/tunnel" }, "ServerURL"},
+		"creds in url":     {func(c *ClientConfig) { c.ServerURL = "wss://u:p@x/tunnel" }, "ServerURL"},
+		"no upstream":      {func(c *ClientConfig) { c.Upstreams = nil }, "Upstreams"},
+		"upstream no host": {func(c *ClientConfig) { c.Upstreams = []Endpoint{{"gw", ":4143"}} }, "Upstreams"},
+		"ca with ws":       {func(c *ClientConfig) { c.ServerURL = "ws://x/tunnel"; c.CAFile = "ca" }, "CAFile"},
+		"backoff order":    {func(c *ClientConfig) { c.BackoffMax = time.Millisecond }, "BackoffMax"},
+		"no token":         {func(c *ClientConfig) { c.Token = "" }, "TokenFile"},
 	}
 	for name, tc := range cli {
 		t.Run("client/"+name, func(t *testing.T) {
