@@ -68,8 +68,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		Short:   "Linkerd multicluster over one outbound websocket",
 		Long:    topLong,
 		Version: cli.Version,
-		Example: `  tunnel server --help
-  tunnel client --help`,
+		Example: `  tunnel server [flags]   run in the routable (cloud) cluster: owns the listeners
+  tunnel client [flags]   run in the home cluster: dials out, forwards to upstreams
+  tunnel version          print the version
+
+  Run 'tunnel server --help' or 'tunnel client --help' for flags and examples.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -41,6 +41,7 @@ func TestFlags(t *testing.T) {
 	}{
 		"no command":          {nil, exitUsage, "Usage:"},
 		"unknown command":     {[]string{"serve"}, exitUsage, `unknown command "serve"`},
+		"top help":            {[]string{"--help"}, exitOK, "tunnel server [flags]"},
 		"server help":         {[]string{"server", "--help"}, exitOK, "Examples:"},
 		"client help":         {[]string{"client", "-h"}, exitOK, "--upstream"},
 		"version":             {[]string{"version"}, exitOK, "tunnel"},
