@@ -474,6 +474,7 @@ func TestDockerRun(t *testing.T) {
 			{"tunnel", []string{"client", "--help"}, "--upstream"},
 			{"tunnel", []string{"version"}, "tunnel " + res.Version},
 			{"webhook", []string{"--help"}, "cert-dir"},
+			{"webhook", []string{"--version"}, "webhook " + res.Version},
 		} {
 			code, out := oneShot(t, fmt.Sprintf("%s-%d", c.image, i), hardened, ids[c.image], c.args...)
 			if code != 0 || !strings.Contains(out, c.want) {

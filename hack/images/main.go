@@ -38,6 +38,7 @@ var binaries = []binary{
 	{
 		Name:        "webhook",
 		Package:     "./cmd/webhook",
+		VersionVar:  "github.com/l5d-tunnel/l5d-tunnel/internal/cli.Version",
 		Description: "l5d-tunnel admission webhook: rewrites Linkerd multicluster Links to go through the tunnel",
 	},
 }
@@ -63,7 +64,7 @@ user nonroot (65532), which the image runs as. Timestamps are SOURCE_DATE_EPOCH
 
 Image references (registry, repository, tag) are read from the Deployments in
 --manifests (the rendered install files); the tag is also the version label and
-the version stamped into binaries that have one.
+the version stamped into the binaries (internal/cli.Version).
 
 Output in --out, for each image NAME:
   NAME.oci/                  OCI image layout, one multi-platform index
