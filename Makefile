@@ -7,7 +7,7 @@ GO         ?= go
 BIN        := bin
 GOTEST     ?= $(GO) test
 
-.PHONY: all build images test unit integration fuzz e2e bench demo manifests tools vet clean help
+.PHONY: all build images test unit integration fuzz e2e bench demo manifests tools vet lint clean help
 
 all: build
 
@@ -31,6 +31,14 @@ tools: ## build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etc
 vet:
 	$(GO) vet ./...
 	cd hack/images && $(GO) vet ./...
+
+# golangci-lint is pinned by hack/lint/go.mod (its own module) and built once
+# into ~/.cache/l5d-tunnel by hack/build-lint.sh; .golangci.yml says what it checks.
+lint: ## golangci-lint over the root module and hack/images
+	@lint=$$(hack/build-lint.sh); rc=0; \
+	  $$lint run --config $(CURDIR)/.golangci.yml ./... || rc=1; \
+	  (cd hack/images && $$lint run --config $(CURDIR)/.golangci.yml ./...) || rc=1; \
+	  exit $$rc
 
 unit: ## fast tests that need no control plane
 	$(GOTEST) -short -count=1 ./...
