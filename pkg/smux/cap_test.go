@@ -50,7 +50,7 @@ func TestStreamCapPeer(t *testing.T) {
 			}
 		}
 		p.send(cmdSYN, 11, nil)
-		want := byte(cmdFIN)
+		want := cmdFIN
 		if reset {
 			want = cmdRST
 		}

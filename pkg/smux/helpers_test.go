@@ -42,10 +42,11 @@ func wsPair(t testing.TB) (server, client *websocket.Conn) {
 	}))
 	t.Cleanup(srv.Close)
 	d := websocket.Dialer{ReadBufferSize: 32 << 10, WriteBufferSize: 64 << 10, HandshakeTimeout: 5 * time.Second}
-	c, _, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/tunnel", nil)
+	c, resp, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/tunnel", nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
+	_ = resp.Body.Close()
 	s := <-ch
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return s, c

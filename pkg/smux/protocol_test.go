@@ -31,7 +31,7 @@ func TestWindowViolationResetsStream(t *testing.T) {
 			p.send(cmdPSH, 2, frame)
 		}
 		p.send(cmdPSH, 2, frame) // past 256 KiB with no window update
-		want := byte(cmdFIN)
+		want := cmdFIN
 		if reset {
 			want = cmdRST
 		}

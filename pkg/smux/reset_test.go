@@ -128,7 +128,7 @@ func TestDataAfterCloseAnsweredWithReset(t *testing.T) {
 	ss, cs := sessionPair(t, resetConfig())
 	s, c := openPair(t, ss, cs)
 	_ = s.Close()
-	if err := readErr(c); err != io.EOF {
+	if err := readErr(c); !errors.Is(err, io.EOF) {
 		t.Fatalf("Read after the peer's Close = %v, want EOF (its FIN)", err)
 	}
 	err := within(t, 10*time.Second, "Write to a closed peer", func() error {
@@ -238,7 +238,7 @@ func TestEOFOnlyAfterFINAndData(t *testing.T) {
 	if err != nil || string(got) != "tail" {
 		t.Fatalf("ReadAll = %q, %v", got, err)
 	}
-	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("Read after EOF = %v", err)
 	}
 }

@@ -217,7 +217,9 @@ func (s *Session) RemoteAddr() net.Addr {
 // fail closes the session for cause; the first cause wins.
 func (s *Session) fail(cause error) {
 	s.dieOnce.Do(func() {
-		s.dieErr = fmt.Errorf("%w: %v", ErrSessionClosed, cause)
+		// The cause is text only: callers match ErrSessionClosed, and a peer's
+		// or a socket's error must not leak into their errors.Is checks.
+		s.dieErr = fmt.Errorf("%w: %v", ErrSessionClosed, cause) //nolint:errorlint // see above
 		close(s.die)
 		_ = s.conn.Close()
 	})

@@ -1,6 +1,7 @@
 package smux
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -272,7 +273,7 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 		st.mu.Lock()
 		for st.rq.n == 0 || st.closed {
 			err := st.readErrLocked()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				st.mu.Unlock()
 				return total, nil
 			}
