@@ -415,7 +415,7 @@ func (l *line) writeLoop(p *pair) {
 			l.q[0] = chunk{}
 			l.q = l.q[1:]
 		}
-		var marker kind = data
+		marker := data
 		if len(batch) == 0 && len(l.q) > 0 && l.q[0].kind != data {
 			marker = l.q[0].kind
 			l.q[0] = chunk{}
