@@ -413,7 +413,7 @@ func (c *chaos) freshEcho(bound time.Duration) (time.Duration, error) {
 			return time.Since(start), nil
 		}
 	}
-	return time.Since(start), fmt.Errorf("no intact echo within %s; last attempt: %v", bound, last)
+	return time.Since(start), fmt.Errorf("no intact echo within %s; last attempt: %w", bound, last)
 }
 
 // --- faults ---------------------------------------------------------------------
