@@ -248,7 +248,7 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return strings.TrimSpace(string(out)), nil
 }
@@ -279,7 +279,7 @@ func refsFromManifests(dir string, known []string) (prefix, tag string, err erro
 			ref := string(m[1])
 			t, err := name.NewTag(ref, name.StrictValidation)
 			if err != nil {
-				return "", "", fmt.Errorf("%s: image %q: want REGISTRY/OWNER/NAME:TAG: %v", f, ref, err)
+				return "", "", fmt.Errorf("%s: image %q: want REGISTRY/OWNER/NAME:TAG: %w", f, ref, err)
 			}
 			repo := t.Context().Name()
 			p, base := path.Split(repo)

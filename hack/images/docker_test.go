@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,7 +70,7 @@ func dockerErr(ctx context.Context, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("docker %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		return stdout.String(), fmt.Errorf("docker %s: %w\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String(), nil
 }
@@ -101,12 +102,12 @@ func loadImage(ctx context.Context, t *testing.T, im builtImage) string {
 		defer cancel()
 		switch {
 		case refBefore == "":
-			dockerErr(ctx, "image", "rm", ref)
+			_, _ = dockerErr(ctx, "image", "rm", ref)
 		case refBefore != configDigest:
-			dockerErr(ctx, "tag", refBefore, ref)
+			_, _ = dockerErr(ctx, "tag", refBefore, ref)
 		}
 		if idBefore == "" {
-			dockerErr(ctx, "image", "rm", configDigest)
+			_, _ = dockerErr(ctx, "image", "rm", configDigest)
 		}
 	})
 	out := docker(ctx, t, "load", "--input", tarball)
@@ -218,7 +219,7 @@ func renderedDeployment(t *testing.T, file string) (podSpec, container) {
 	var found []deployment
 	for {
 		var d deployment
-		if err := dec.Decode(&d); err == io.EOF {
+		if err := dec.Decode(&d); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			t.Fatalf("dist/%s: %v", file, err)
@@ -367,7 +368,7 @@ func secretDir(t *testing.T, pod podSpec, volume string, files map[string]string
 		if pod.SecurityContext.FSGroup != nil {
 			if err := os.Chown(p, 0, int(*pod.SecurityContext.FSGroup)); err != nil {
 				// Not root: let the container's user read it anyway.
-				os.Chmod(p, mode|0o044)
+				_ = os.Chmod(p, mode|0o044)
 			}
 		}
 	}
@@ -431,7 +432,7 @@ func TestDockerRun(t *testing.T) {
 				logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "50", cname).CombinedOutput()
 				t.Logf("docker logs %s:\n%s", cname, logs)
 			}
-			dockerErr(ctx, "rm", "--force", "--volumes", cname)
+			_, _ = dockerErr(ctx, "rm", "--force", "--volumes", cname)
 		})
 		create := append([]string{"create", "--name", cname, "--label", "l5d-tunnel.test=" + run, "--pull", "never"}, flags...)
 		create = append(create, image)
@@ -530,7 +531,7 @@ func network(ctx context.Context, t *testing.T, run, name string) (string, strin
 	t.Cleanup(func() {
 		ctx, cancel := cleanupCtx()
 		defer cancel()
-		dockerErr(ctx, "network", "rm", nname)
+		_, _ = dockerErr(ctx, "network", "rm", nname)
 	})
 	docker(ctx, t, "network", "create", "--driver", "bridge", "--label", "l5d-tunnel.test="+run, nname)
 	gw := strings.TrimSpace(docker(ctx, t, "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", nname))
@@ -614,9 +615,9 @@ func newEchoUpstream(t *testing.T, addr string) *echoUpstream {
 			go func() {
 				defer e.wg.Done()
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(60 * time.Second))
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
 			}()
 		}
 	}()
@@ -737,7 +738,7 @@ func echoThrough(t *testing.T, addr string, payload []byte) []byte {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload)
