@@ -112,7 +112,7 @@ func (c *Client) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == errSessionEnded {
+		if errors.Is(err, errSessionEnded) {
 			established++
 			// A session that lived a while resets the backoff.
 			if time.Since(start) > 2*c.cfg.BackoffMax || time.Since(start) > time.Minute {
@@ -168,13 +168,13 @@ func (c *Client) session(ctx context.Context, reconnect bool) error {
 			return &lingerConn{Conn: fastConn(conn), l: &c.lingers}, nil
 		},
 	}
-	if tc, err := clientTLSConfig(c.cfg.CAFile); err != nil {
+	tc, err := clientTLSConfig(c.cfg.CAFile)
+	if err != nil {
 		c.m.connectErrors.WithLabelValues("tls_config").Inc()
 		c.log.Error("cannot load CA file; will retry", "err", err)
 		return err
-	} else {
-		d.TLSClientConfig = tc
 	}
+	d.TLSClientConfig = tc
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
 	h.Set(ClientIDHeader, c.id)

@@ -315,7 +315,7 @@ func (p *pipe) watchStream(done <-chan struct{}) {
 		case <-done:
 			return
 		case <-t.C:
-			if _, err := p.stream().Read(one[:]); err != io.EOF {
+			if _, err := p.stream().Read(one[:]); !errors.Is(err, io.EOF) {
 				p.fail()
 				<-done
 				return
