@@ -166,7 +166,7 @@ func (t *Topology) writePodSlice(ctx context.Context, state map[string]bool) err
 	create := apierrors.IsNotFound(err)
 	s.Labels = map[string]string{discoveryv1.LabelServiceName: b.Headless, discoveryv1.LabelManagedBy: PodSliceManager}
 	s.AddressType = discoveryv1.AddressTypeIPv4
-	s.Ports = []discoveryv1.EndpointPort{{Name: ptr.To("gateway"), Port: ptr.To(int32(b.GatewayPort))}}
+	s.Ports = []discoveryv1.EndpointPort{{Name: ptr.To("gateway"), Port: ptr.To(b.GatewayPort)}}
 	ips := make([]string, 0, len(state))
 	for ip := range state {
 		ips = append(ips, ip)
