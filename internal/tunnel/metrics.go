@@ -1,9 +1,33 @@
 package tunnel
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
+
+// Reasons a connection or stream is refused besides the replies of
+// pkg/smux (smux.Refusals, labelled by smux.Reply.String): the reason label
+// of l5d_tunnel_refused_streams_total.
+const (
+	reasonNoSession        = "no_session"        // server: no client session for a caller
+	reasonOpenFailed       = "open_failed"       // server: the stream could not be opened or tracked
+	reasonUnexpectedStream = "unexpected_stream" // server: the client opened a stream
+	reasonStreamLimit      = "stream_limit"      // either side: over --max-streams
+)
+
+// refusalReasons is the one list of refusal reasons; each is exported as a
+// zero series from the start.
+func refusalReasons() []string {
+	rs := []string{reasonNoSession, reasonOpenFailed}
+	for _, r := range smux.Refusals() {
+		rs = append(rs, r.String())
+	}
+	return append(rs, reasonUnexpectedStream, reasonStreamLimit)
+}
 
 // Direction label values of l5d_tunnel_bytes_total, relative to the local
 // TCP socket of the process: on the server the listener's caller, on the
@@ -59,13 +83,13 @@ func newMetrics(role string, listeners []string) *metrics {
 	m.dialErrors = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l5d_tunnel_dial_errors_total", ConstLabels: cl,
 		Help: "Upstream dials that failed, by listener (client: its own dials; server: failures the client reported)."}, []string{"listener"})).(*prometheus.CounterVec)
 	m.refused = f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l5d_tunnel_refused_streams_total", ConstLabels: cl,
-		Help: "Connections or streams refused, by reason (no_session, open_failed, unknown_listener, dial_failed, draining, bad_header, unexpected_stream, stream_limit: over --max-streams)."}, []string{"reason"})).(*prometheus.CounterVec)
+		Help: "Connections or streams refused, by reason (" + strings.Join(refusalReasons(), ", ") + "); stream_limit: over --max-streams."}, []string{"reason"})).(*prometheus.CounterVec)
 	m.pendingRejected = prometheus.NewCounter(prometheus.CounterOpts{Name: "l5d_tunnel_pending_conns_rejected_total", ConstLabels: cl,
 		Help: "Server: connections to the websocket endpoint closed at once because --max-pending-conns unauthenticated connections were held."})
 	if role == "server" {
 		reg.MustRegister(m.pendingRejected)
 	}
-	for _, r := range []string{"no_session", "open_failed", "unknown_listener", "dial_failed", "draining", "bad_header", reasonStreamLimit} {
+	for _, r := range refusalReasons() {
 		m.refused.WithLabelValues(r)
 	}
 	for _, l := range listeners {

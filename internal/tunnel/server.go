@@ -315,7 +315,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 			reason = err
 			break
 		}
-		s.m.refused.WithLabelValues("unexpected_stream").Inc()
+		s.m.refused.WithLabelValues(reasonUnexpectedStream).Inc()
 		_ = st.Close()
 	}
 	s.removeSession(ss)
@@ -418,14 +418,14 @@ func (s *Server) acceptLoop(name string, ln net.Listener, lm *listenerMetrics) {
 
 func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 	if s.draining.Load() {
-		s.m.refused.WithLabelValues("draining").Inc()
+		s.m.refused.WithLabelValues(smux.ReplyDraining.String()).Inc()
 		resetConn(c)
 		return
 	}
 	ss := s.pick()
 	if ss == nil {
 		// Closed at once, not black-holed: the caller sees the failure now.
-		s.m.refused.WithLabelValues("no_session").Inc()
+		s.m.refused.WithLabelValues(reasonNoSession).Inc()
 		s.log.Debug("no client session; connection reset", "listener", name, "remote", c.RemoteAddr().String())
 		resetConn(c)
 		return
@@ -437,14 +437,14 @@ func (s *Server) handleConn(name string, c net.Conn, lm *listenerMetrics) {
 		return
 	}
 	if err != nil {
-		s.m.refused.WithLabelValues("open_failed").Inc()
+		s.m.refused.WithLabelValues(reasonOpenFailed).Inc()
 		s.log.Warn("open stream failed; connection reset", "listener", name, "session", ss.id, "err", err)
 		resetConn(c)
 		return
 	}
 	p := &pipe{local: c, st: st, lm: lm, pool: s.pool, replay: newReplay()}
 	if !ss.pipes.add(p) {
-		s.m.refused.WithLabelValues("open_failed").Inc()
+		s.m.refused.WithLabelValues(reasonOpenFailed).Inc()
 		_ = st.Close()
 		resetConn(c)
 		return

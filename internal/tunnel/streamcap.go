@@ -16,8 +16,6 @@ var (
 	capLogEvery    = 10 * time.Second
 )
 
-const reasonStreamLimit = "stream_limit"
-
 // watchStreamCap runs until sess closes.
 func watchStreamCap(sess *smux.Session, maxStreams int, m *metrics, log *slog.Logger, attrs ...any) {
 	tick := time.NewTicker(capMetricEvery)

@@ -139,21 +139,32 @@ const (
 	ReplyBadHeader       Reply = 4
 )
 
-// String returns a metric-label-friendly reason.
+// replyNames are the metric-label-friendly names of the known replies.
+var replyNames = [...]string{
+	ReplyOK:              "ok",
+	ReplyUnknownListener: "unknown_listener",
+	ReplyDialFailed:      "dial_failed",
+	ReplyDraining:        "draining",
+	ReplyBadHeader:       "bad_header",
+}
+
+// String returns a metric-label-friendly reason ("unknown_reply" for a
+// value this package does not define).
 func (r Reply) String() string {
-	switch r {
-	case ReplyOK:
-		return "ok"
-	case ReplyUnknownListener:
-		return "unknown_listener"
-	case ReplyDialFailed:
-		return "dial_failed"
-	case ReplyDraining:
-		return "draining"
-	case ReplyBadHeader:
-		return "bad_header"
+	if int(r) < len(replyNames) {
+		return replyNames[r]
 	}
 	return "unknown_reply"
+}
+
+// Refusals returns every refusal this package defines: each Reply but
+// ReplyOK, in value order.
+func Refusals() []Reply {
+	rs := make([]Reply, 0, len(replyNames)-1)
+	for r := ReplyOK + 1; int(r) < len(replyNames); r++ {
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // ReadReply reads the status byte.

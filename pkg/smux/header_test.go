@@ -115,3 +115,21 @@ func FuzzParseHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestRefusalsAreNamedReplies(t *testing.T) {
+	rs := Refusals()
+	if len(rs) == 0 {
+		t.Fatal("no refusals")
+	}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		name := r.String()
+		if r == ReplyOK || name == "unknown_reply" || seen[name] {
+			t.Errorf("refusal %d named %q", r, name)
+		}
+		seen[name] = true
+	}
+	if got := Reply(255).String(); got != "unknown_reply" {
+		t.Errorf("Reply(255) = %q", got)
+	}
+}
