@@ -493,30 +493,47 @@ func (t *Topology) HTTPGet(ns *Netns, url string) (int, []byte, error) {
 	return resp.StatusCode, []byte(b.String()), nil
 }
 
-// WriteCloudDNS rewrites cloud's hosts file the way cluster DNS would answer:
-// the binding Services resolve to the tunnel-server pod (no kube-proxy here:
-// the ClusterIP name maps straight to the pod), and every ExternalName
-// Service whose target resolves gets the target's address (the CNAME chain).
-// Any other Service name does not resolve from cloud.
+// WriteCloudDNS rewrites cloud's hosts file the way cluster DNS would answer
+// (see cloudHosts).
 func (t *Topology) WriteCloudDNS(ctx context.Context) error {
-	names := map[string]string{}
-	add := func(ip string, fqdn string) {
-		names[fqdn] = ip
-	}
-	b := t.Binding
-	add(TunnelPodIP, b.ServiceFQDN())
-	add(TunnelPodIP, b.HeadlessFQDN())
+	var services []corev1.Service
 	if t.CloudCP != nil && t.CloudCP.Client != nil {
 		var list corev1.ServiceList
 		if err := t.CloudCP.Client.List(ctx, &list); err != nil {
 			return fmt.Errorf("cloud DNS: list services: %w", err)
 		}
-		for _, s := range list.Items {
-			if s.Spec.Type != corev1.ServiceTypeExternalName {
-				continue
-			}
-			if ip, ok := names[strings.TrimSuffix(s.Spec.ExternalName, ".")]; ok {
-				add(ip, s.Name+"."+s.Namespace+".svc.cluster.local")
+		services = list.Items
+	}
+	return t.Cloud.WriteHosts(cloudHosts(t.Binding, services))
+}
+
+// serviceMirrorNamespace is where the service mirror runs: its pod's DNS
+// search path resolves the bare names of that namespace's Services.
+const serviceMirrorNamespace = "linkerd-multicluster"
+
+// cloudHosts returns cloud's hosts lines as cluster DNS would answer: the
+// binding Services resolve to the tunnel-server pod (no kube-proxy here: the
+// ClusterIP name maps straight to the pod), and every ExternalName Service
+// whose target resolves gets the target's address (the CNAME chain). A
+// Service in the service mirror's namespace resolves by its bare name too,
+// as through the pod's search path: the real controller dials the probe
+// Service that way (`probe-<link>` in the newest, `probe-gateway-<cluster>`
+// in 2.12/2.14). Any other Service name does not resolve from cloud.
+func cloudHosts(b Binding, services []corev1.Service) []string {
+	names := map[string]string{}
+	add := func(ip string, fqdn string) {
+		names[fqdn] = ip
+	}
+	add(TunnelPodIP, b.ServiceFQDN())
+	add(TunnelPodIP, b.HeadlessFQDN())
+	for _, s := range services {
+		if s.Spec.Type != corev1.ServiceTypeExternalName {
+			continue
+		}
+		if ip, ok := names[strings.TrimSuffix(s.Spec.ExternalName, ".")]; ok {
+			add(ip, s.Name+"."+s.Namespace+".svc.cluster.local")
+			if s.Namespace == serviceMirrorNamespace {
+				add(ip, s.Name)
 			}
 		}
 	}
@@ -529,7 +546,7 @@ func (t *Topology) WriteCloudDNS(ctx context.Context) error {
 	for _, k := range keys {
 		lines = append(lines, names[k]+" "+k)
 	}
-	return t.Cloud.WriteHosts(lines)
+	return lines
 }
 
 func randomHex(n int) string {
