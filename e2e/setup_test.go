@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 )
 
@@ -51,17 +50,8 @@ func buildBinaries(t *testing.T, dir string) binaries {
 	t.Helper()
 	var b binaries
 	build := func(pkg, out string) (string, error) {
-		if _, err := os.Stat(filepath.Join(testenv.RepoRoot(), pkg)); err != nil {
-			return "", fmt.Errorf("%s does not exist yet", pkg)
-		}
 		path := filepath.Join(dir, out)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./"+pkg)
-		cmd.Dir = testenv.RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build ./%s: %w: %s", pkg, err, strings.TrimSpace(string(out)))
-		}
-		return path, nil
+		return path, repo.GoBuild("./"+pkg, path)
 	}
 	b.tunnel, b.tunnelErr = build("cmd/tunnel", "tunnel")
 	b.webhook, b.webhookErr = build("cmd/webhook", "webhook")
@@ -133,7 +123,7 @@ func setup(t *testing.T) *env {
 		t.Fatalf("tunnel binding from the manifests: %v", err)
 	}
 	t.Logf("tunnel binding Services from %s", src)
-	e.hookCfg, e.hookErr = os.ReadFile(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
+	e.hookCfg, e.hookErr = os.ReadFile(testenv.WebhookConfigurationFile())
 	cfg := harness.Config{
 		WorkDir:       work,
 		BinDir:        binDir,

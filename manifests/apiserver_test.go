@@ -40,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
@@ -677,13 +678,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, exited <-chan err
 // goBuild builds ./cmd/<name> into a temporary folder.
 func goBuild(t *testing.T, name string) (string, error) {
 	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
-	cmd.Dir = testenv.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, b)
-	}
-	return out, nil
+	return out, repo.GoBuild("./cmd/"+name, out)
 }
 
 func freePorts(t *testing.T, n int) []int {

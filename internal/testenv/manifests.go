@@ -4,7 +4,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -32,7 +31,7 @@ func TunnelBindingFile() string {
 
 // KustomizeRaw renders a kustomization folder (absolute, or relative to the
 // repository root) with the kustomize built into the cached kubectl.
-func KustomizeRaw(t testing.TB, dir string) []byte {
+func KustomizeRaw(t TB, dir string) []byte {
 	t.Helper()
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(RepoRoot(), dir)
@@ -49,7 +48,7 @@ func KustomizeRaw(t testing.TB, dir string) []byte {
 
 // Kustomize renders a kustomization folder like KustomizeRaw and decodes
 // every object.
-func Kustomize(t testing.TB, dir string) []*unstructured.Unstructured {
+func Kustomize(t TB, dir string) []*unstructured.Unstructured {
 	t.Helper()
 	objs, err := fixtures.Decode(KustomizeRaw(t, dir))
 	if err != nil {

@@ -14,10 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -27,17 +25,27 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 )
 
 // CertManagerVersion is the cert-manager release whose CRDs (shipped in its
 // Go module under deploy/crds/) the manifest tests install.
 const CertManagerVersion = "v1.21.2"
 
-// RepoRoot is the root of this repository.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+// TB is the part of testing.TB this package uses; every *testing.T and
+// *testing.B is one. Taking it instead of testing.TB keeps the testing
+// package out of the binaries that import testenv (e2e/cmd/demo).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
 }
+
+// RepoRoot is the root of this repository (repo.Root).
+func RepoRoot() string { return repo.Root() }
 
 var (
 	binOnce sync.Once
@@ -80,7 +88,7 @@ func hasAll(dir string) bool {
 
 // Bin returns the path of one control-plane binary, failing the test when it
 // cannot be had.
-func Bin(t testing.TB, name string) string {
+func Bin(t TB, name string) string {
 	t.Helper()
 	d, err := BinDir()
 	if err != nil {
@@ -113,7 +121,7 @@ type Env struct {
 }
 
 // Start starts a control plane and stops it when the test ends.
-func Start(t testing.TB, o Options) *Env {
+func Start(t TB, o Options) *Env {
 	t.Helper()
 	dir, err := BinDir()
 	if err != nil {

@@ -3,7 +3,6 @@ package testenv
 import (
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -12,7 +11,7 @@ import (
 // configuration becomes a URL on the local serving address with its path
 // unchanged.
 func TestLocalWebhooksKeepsPaths(t *testing.T) {
-	o, err := LocalWebhooks(filepath.Join(RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
+	o, err := LocalWebhooks(WebhookConfigurationFile())
 	if err != nil {
 		t.Fatal(err)
 	}

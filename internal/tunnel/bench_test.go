@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 )
 
 var (
@@ -47,11 +48,7 @@ func tunnelBinary(b *testing.B) string {
 			return
 		}
 		benchBin = filepath.Join(dir, "tunnel")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(goBin, "build", "-trimpath", "-o", benchBin, "github.com/l5d-tunnel/l5d-tunnel/cmd/tunnel").CombinedOutput()
-		if err != nil {
-			benchBinErr = fmt.Errorf("go build ./cmd/tunnel: %v\n%s", err, out)
-		}
+		benchBinErr = repo.GoBuild("./cmd/tunnel", benchBin)
 	})
 	if benchBinErr != nil {
 		b.Fatal(benchBinErr)

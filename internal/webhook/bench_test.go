@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
@@ -107,13 +108,10 @@ const (
 func BenchmarkLiveWebhookLoad(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "webhook")
 	// Built as `make images` (hack/images) builds the shipped image.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/webhook")
-	build.Dir = testenv.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/webhook: %v\n%s", err, out)
+	if err := repo.GoBuild("./cmd/webhook", bin, "-ldflags=-s -w"); err != nil {
+		b.Fatal(err)
 	}
-	hooks, err := testenv.LocalWebhooks(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
+	hooks, err := testenv.LocalWebhooks(testenv.WebhookConfigurationFile())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 // testenv.Options.LinkCRD ("" = newest).
 func startControlPlane(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
-	hooks, err := testenv.LocalWebhooks(filepath.Join(testenv.RepoRoot(), "manifests", "webhook", "webhook-configuration.yaml"))
+	hooks, err := testenv.LocalWebhooks(testenv.WebhookConfigurationFile())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
@@ -67,11 +67,8 @@ func binary(root, name string) (string, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode()&0o111 != 0 {
 		return path, nil
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/"+name)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/%s: %w: %s", name, err, out)
+	if err := repo.GoBuild("./cmd/"+name, path); err != nil {
+		return "", err
 	}
 	return path, nil
 }
@@ -101,7 +98,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hookCfg, err := os.ReadFile(filepath.Join(root, "manifests", "webhook", "webhook-configuration.yaml"))
+	hookCfg, err := os.ReadFile(testenv.WebhookConfigurationFile())
 	if err != nil {
 		return err
 	}
