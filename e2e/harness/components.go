@@ -130,7 +130,7 @@ func (t *Topology) startWebhook(ctx context.Context) error {
 		return err
 	}
 	// wait for the mirrored EndpointSlice the API server routes by
-	if err := poll(ctx, time.Minute, func() error {
+	if err := Poll(ctx, time.Minute, func() error {
 		var slices discoveryv1.EndpointSliceList
 		if err := t.CloudCP.Client.List(ctx, &slices, client.InNamespace(ws.Namespace),
 			client.MatchingLabels{discoveryv1.LabelServiceName: ws.Name}); err != nil {
@@ -168,7 +168,7 @@ func (t *Topology) startWebhook(ctx context.Context) error {
 // dry-run create of a probe Service for the bound cluster comes back as
 // ExternalName. The binding must exist.
 func (t *Topology) WaitWebhookLive(ctx context.Context, timeout time.Duration) error {
-	return poll(ctx, timeout, func() error {
+	return Poll(ctx, timeout, func() error {
 		if t.Webhook != nil && t.Webhook.Exited() {
 			return permanent(t.Webhook.Err())
 		}

@@ -212,7 +212,7 @@ func (p *Pair) ClientMetrics(seq int, timeout time.Duration) (Metrics, error) {
 
 func waitHTTPIn(ctx context.Context, ns *Netns, pr *Proc, url string, timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
-	err := poll(ctx, timeout, func() error {
+	err := Poll(ctx, timeout, func() error {
 		if pr != nil && pr.Exited() {
 			return permanent(pr.Err())
 		}

@@ -51,7 +51,7 @@ func (t *Topology) startPodReadiness(ctx context.Context) error {
 	t.pods.cancel, t.pods.done = cancel, make(chan struct{})
 	t.pods.mu.Unlock()
 	go t.runPodReadiness(runCtx)
-	return poll(ctx, 30*time.Second, func() error {
+	return Poll(ctx, 30*time.Second, func() error {
 		t.pods.mu.Lock()
 		defer t.pods.mu.Unlock()
 		if !t.pods.written {

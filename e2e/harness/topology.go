@@ -388,7 +388,7 @@ func (t *Topology) setupCloud(ctx context.Context) error {
 			return fmt.Errorf("cloud: create CRD %s: %w", crd.Name, err)
 		}
 	}
-	return poll(ctx, time.Minute, func() error {
+	return Poll(ctx, time.Minute, func() error {
 		for _, crd := range crds {
 			got := &apiextensionsv1.CustomResourceDefinition{}
 			if err := c.Get(ctx, types.NamespacedName{Name: crd.Name}, got); err != nil {
@@ -453,7 +453,7 @@ func (t *Topology) startGateway(ctx context.Context) error {
 // waitHTTP polls url from inside ns until it answers 200.
 func (t *Topology) waitHTTP(ctx context.Context, ns *Netns, p *Proc, url string, timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
-	err := poll(ctx, timeout, func() error {
+	err := Poll(ctx, timeout, func() error {
 		if p != nil && p.Exited() {
 			return permanent(p.Err())
 		}
@@ -562,5 +562,5 @@ func (t *Topology) Helper(ctx context.Context, ns *Netns, req HelperRequest) (He
 
 // Kubectl runs kubectl inside the namespace of cp with its admin kubeconfig.
 func (t *Topology) Kubectl(ctx context.Context, cp *ControlPlane, stdin []byte, args ...string) ([]byte, error) {
-	return kubectl(ctx, cp.NS, filepath.Join(t.Cfg.BinDir, "kubectl"), cp.Kubeconfig, stdin, args...)
+	return KubectlWith(ctx, cp.NS, filepath.Join(t.Cfg.BinDir, "kubectl"), cp.Kubeconfig, stdin, args...)
 }

@@ -6,16 +6,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
-
-	"fmt"
-	"github.com/go-logr/logr"
 	"os/exec"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 type permanentError struct{ error }
@@ -28,10 +28,6 @@ func permanent(err error) error { return permanentError{err} }
 // Poll calls fn until it returns nil, a permanent error, the context ends or
 // timeout passes; the last error is returned.
 func Poll(ctx context.Context, timeout time.Duration, fn func() error) error {
-	return poll(ctx, timeout, fn)
-}
-
-func poll(ctx context.Context, timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := fn()
@@ -61,7 +57,10 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-func kubectl(ctx context.Context, ns *Netns, bin, kubeconfig string, stdin []byte, args ...string) ([]byte, error) {
+func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// KubectlWith runs kubectl inside ns with the given kubeconfig.
+func KubectlWith(ctx context.Context, ns *Netns, bin, kubeconfig string, stdin []byte, args ...string) ([]byte, error) {
 	full := append([]string{"netns", "exec", ns.Name, bin, "--kubeconfig", kubeconfig}, args...)
 	cmd := exec.CommandContext(ctx, "ip", full...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -75,13 +74,6 @@ func kubectl(ctx context.Context, ns *Netns, bin, kubeconfig string, stdin []byt
 		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
-}
-
-func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
-
-// KubectlWith runs kubectl inside ns with the given kubeconfig.
-func KubectlWith(ctx context.Context, ns *Netns, kubectlBin, kubeconfig string, stdin []byte, args ...string) ([]byte, error) {
-	return kubectl(ctx, ns, kubectlBin, kubeconfig, stdin, args...)
 }
 
 // QuietControllerRuntime gives controller-runtime's client a logger that
