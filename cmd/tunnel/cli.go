@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"strings"
 
@@ -288,50 +289,46 @@ func bindClientFlags(fs *pflag.FlagSet, cfg *tunnel.ClientConfig, lo *logOpts) {
 func serverCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(string) string, io.Writer) error {
 	cfg := tunnel.DefaultServerConfig()
 	bindServerFlags(fs, &cfg, lo)
-	return func(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-		if cfg.TokenFile == "" {
-			cfg.Token = getenv(tunnel.TokenEnv)
-		}
-		log, err := cli.NewLogger(stderr, lo.format, lo.level)
-		if err != nil {
-			return err
-		}
-		s, err := tunnel.NewServer(cfg, log)
-		if err != nil {
-			return flagError(err)
-		}
-		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
-			return err
-		}
-		if err := s.Run(ctx); err != nil {
-			log.Error("tunnel server failed", "err", err)
-			return failed{err}
-		}
-		return nil
-	}
+	return runCommand(fs, lo, "server", &cfg.Common, func(log *slog.Logger) (runner, error) {
+		return tunnel.NewServer(cfg, log)
+	})
 }
 
 // clientCommand binds the flags of `tunnel client`.
 func clientCommand(fs *pflag.FlagSet, lo *logOpts) func(context.Context, func(string) string, io.Writer) error {
 	cfg := tunnel.DefaultClientConfig()
 	bindClientFlags(fs, &cfg, lo)
+	return runCommand(fs, lo, "client", &cfg.Common, func(log *slog.Logger) (runner, error) {
+		return tunnel.NewClient(cfg, log)
+	})
+}
+
+// runner is a tunnel server or client.
+type runner interface{ Run(context.Context) error }
+
+// runCommand is what `tunnel server` and `tunnel client` do once their flags
+// are parsed: take the token from the environment unless a file names it,
+// build the logger, build the role with newRole (config errors name the
+// flag), apply --max-procs, and run until ctx ends.
+func runCommand(fs *pflag.FlagSet, lo *logOpts, role string, common *tunnel.Common,
+	newRole func(*slog.Logger) (runner, error)) func(context.Context, func(string) string, io.Writer) error {
 	return func(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-		if cfg.TokenFile == "" {
-			cfg.Token = getenv(tunnel.TokenEnv)
+		if common.TokenFile == "" {
+			common.Token = getenv(tunnel.TokenEnv)
 		}
 		log, err := cli.NewLogger(stderr, lo.format, lo.level)
 		if err != nil {
 			return err
 		}
-		c, err := tunnel.NewClient(cfg, log)
+		r, err := newRole(log)
 		if err != nil {
 			return flagError(err)
 		}
 		if err := setMaxProcs(fs, lo.maxProcs, getenv); err != nil {
 			return err
 		}
-		if err := c.Run(ctx); err != nil {
-			log.Error("tunnel client failed", "err", err)
+		if err := r.Run(ctx); err != nil {
+			log.Error("tunnel "+role+" failed", "err", err)
 			return failed{err}
 		}
 		return nil
