@@ -232,6 +232,16 @@ func waitStatus(t *testing.T, url string, want int, d time.Duration) {
 
 // tagUpstream answers every connection with its tag and then echoes.
 func tagUpstream(t *testing.T, tag string) string {
+	return serveLoopback(t, func(c net.Conn) {
+		_, _ = c.Write([]byte(tag))
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// serveLoopback listens on a loopback port until the test ends and runs h
+// on each connection (closed when h returns); it returns the address.
+func serveLoopback(t *testing.T, h func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -243,11 +253,7 @@ func tagUpstream(t *testing.T, tag string) string {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Write([]byte(tag))
-				_, _ = io.Copy(c, c)
-			}()
+			go func() { defer c.Close(); h(c) }()
 		}
 	}()
 	return ln.Addr().String()
@@ -400,25 +406,10 @@ func TestProcessSIGTERMDrain(t *testing.T) {
 // echoUpstream echoes every connection and half-closes after the caller's
 // FIN.
 func echoUpstream(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return serveLoopback(t, func(c net.Conn) {
+		_, _ = io.Copy(c, c)
+		_ = c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // pattern is n deterministic bytes.
