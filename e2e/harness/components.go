@@ -126,7 +126,7 @@ func (t *Topology) startWebhook(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := t.waitHTTP(ctx, t.Cloud, t.Webhook, "http://"+net.JoinHostPort(WebhookPodIP, strconv.Itoa(WebhookHealth))+"/readyz", time.Minute); err != nil {
+	if err := waitHTTP(ctx, t.Cloud, t.Webhook, "http://"+net.JoinHostPort(WebhookPodIP, strconv.Itoa(WebhookHealth))+"/readyz", time.Minute); err != nil {
 		return err
 	}
 	// wait for the mirrored EndpointSlice the API server routes by
@@ -268,7 +268,7 @@ func (t *Topology) startServer(ctx context.Context, i int) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p, t.waitHTTP(ctx, t.Cloud, p, "http://"+admin+"/healthz", 30*time.Second)
+	return p, waitHTTP(ctx, t.Cloud, p, "http://"+admin+"/healthz", 30*time.Second)
 }
 
 // StartSecondTunnel starts a second tunnel server (at TunnelPod2IP) and a
@@ -289,7 +289,7 @@ func (t *Topology) StartSecondTunnel(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return t.waitHTTP(ctx, t.Cloud, p, "http://"+net.JoinHostPort(TunnelPod2IP, strconv.Itoa(TunnelAdmin))+"/readyz", 30*time.Second)
+	return waitHTTP(ctx, t.Cloud, p, "http://"+net.JoinHostPort(TunnelPod2IP, strconv.Itoa(TunnelAdmin))+"/readyz", 30*time.Second)
 }
 
 // KillSecondServer SIGKILLs the second tunnel server (its endpoint turns
@@ -385,7 +385,7 @@ func (t *Topology) WaitClientReady(ctx context.Context, timeout time.Duration) e
 	p := t.TunnelClients[len(t.TunnelClients)-1]
 	n := t.clientAdmin[p]
 	t.mu.Unlock()
-	return t.waitHTTP(ctx, t.Home, p, ClientAdminURL(n)+"/readyz", timeout)
+	return waitHTTP(ctx, t.Home, p, ClientAdminURL(n)+"/readyz", timeout)
 }
 
 // WaitTunnelReady waits until the server's /readyz says a session is up.
@@ -393,7 +393,7 @@ func (t *Topology) WaitTunnelReady(ctx context.Context, timeout time.Duration) e
 	t.mu.Lock()
 	p := t.TunnelServer
 	t.mu.Unlock()
-	return t.waitHTTP(ctx, t.Cloud, p, "http://"+TunnelServerAdmin()+"/readyz", timeout)
+	return waitHTTP(ctx, t.Cloud, p, "http://"+TunnelServerAdmin()+"/readyz", timeout)
 }
 
 // KillTunnelServer SIGKILLs the tunnel server.

@@ -146,7 +146,7 @@ func (p *Pair) StartServer(ctx context.Context) error {
 	p.mu.Lock()
 	p.server = pr
 	p.mu.Unlock()
-	return waitHTTPIn(ctx, p.Cloud, pr, "http://"+PairServerAdmin+"/healthz", 30*time.Second)
+	return waitHTTP(ctx, p.Cloud, pr, "http://"+PairServerAdmin+"/healthz", 30*time.Second)
 }
 
 // StartClient starts one more client in home (its own admin port) and returns
@@ -183,12 +183,12 @@ func PairClientAdmin(seq int) string {
 
 // WaitClientReady waits until client seq's /readyz says its session is up.
 func (p *Pair) WaitClientReady(ctx context.Context, seq int, timeout time.Duration) error {
-	return waitHTTPIn(ctx, p.Home, p.Client(seq), "http://"+PairClientAdmin(seq)+"/readyz", timeout)
+	return waitHTTP(ctx, p.Home, p.Client(seq), "http://"+PairClientAdmin(seq)+"/readyz", timeout)
 }
 
 // WaitReady waits until the server's /readyz says a client session is up.
 func (p *Pair) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return waitHTTPIn(ctx, p.Cloud, p.Server(), "http://"+PairServerAdmin+"/readyz", timeout)
+	return waitHTTP(ctx, p.Cloud, p.Server(), "http://"+PairServerAdmin+"/readyz", timeout)
 }
 
 // SetLink takes home's end of the veth down or up.
@@ -208,28 +208,6 @@ func (p *Pair) ServerMetrics(timeout time.Duration) (Metrics, error) {
 // ClientMetrics scrapes client seq's /metrics.
 func (p *Pair) ClientMetrics(seq int, timeout time.Duration) (Metrics, error) {
 	return ScrapeMetrics(p.Home, "http://"+PairClientAdmin(seq)+"/metrics", timeout)
-}
-
-func waitHTTPIn(ctx context.Context, ns *Netns, pr *Proc, url string, timeout time.Duration) error {
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
-	err := Poll(ctx, timeout, func() error {
-		if pr != nil && pr.Exited() {
-			return permanent(pr.Err())
-		}
-		resp, err := hc.Get(url)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
-	})
-	if err != nil && pr != nil {
-		return fmt.Errorf("%s: %w\n%s", pr.Name, err, pr.Tail(20))
-	}
-	return err
 }
 
 // Metrics are the samples of a Prometheus text exposition, keyed by the

@@ -447,11 +447,12 @@ func (t *Topology) startGateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return t.waitHTTP(ctx, t.Home, t.Gateway, "http://"+req.ProbeAddr+"/ready", 30*time.Second)
+	return waitHTTP(ctx, t.Home, t.Gateway, "http://"+req.ProbeAddr+"/ready", 30*time.Second)
 }
 
-// waitHTTP polls url from inside ns until it answers 200.
-func (t *Topology) waitHTTP(ctx context.Context, ns *Netns, p *Proc, url string, timeout time.Duration) error {
+// waitHTTP polls url from inside ns until it answers 200; a process p that
+// exits meanwhile ends the wait with its error and the tail of its log.
+func waitHTTP(ctx context.Context, ns *Netns, p *Proc, url string, timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
 	err := Poll(ctx, timeout, func() error {
 		if p != nil && p.Exited() {
