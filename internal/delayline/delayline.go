@@ -200,34 +200,34 @@ func (p *pair) finish() {
 
 // close ends the pair normally (both FINs delivered, or after abort).
 func (p *pair) close() {
-	p.mu.Lock()
-	done := p.done
-	p.done = true
-	p.mu.Unlock()
-	if done {
-		return
+	if p.end() {
+		_ = p.a.Close()
+		_ = p.b.Close()
 	}
-	for _, l := range p.lines {
-		l.stop()
-	}
-	_ = p.a.Close()
-	_ = p.b.Close()
 }
 
 // abort resets both sides and drops whatever is queued.
 func (p *pair) abort() {
+	if p.end() {
+		reset(p.a)
+		reset(p.b)
+	}
+}
+
+// end marks the pair done and stops its lines; it reports false if the
+// pair was already done, so that only the first close or abort acts.
+func (p *pair) end() bool {
 	p.mu.Lock()
 	done := p.done
 	p.done = true
 	p.mu.Unlock()
 	if done {
-		return
+		return false
 	}
 	for _, l := range p.lines {
 		l.stop()
 	}
-	reset(p.a)
-	reset(p.b)
+	return true
 }
 
 type kind uint8
