@@ -128,7 +128,8 @@ func newManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, er
 	resync := o.ResyncPeriod
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.Service{}: {Namespaces: trusted, Label: labels.NewSelector().Add(*hasLink)},
-		namespaceMeta():   {Label: labels.SelectorFromSet(labels.Set{mutate.LabelRewrite: mutate.LabelRewriteEnabled})},
+		// Every Namespace (metadata only): opted in by name or by label.
+		namespaceMeta(): {},
 	}
 	informers := []client.Object{&corev1.Service{}, namespaceMeta()}
 	if o.GatewayAddresses {
@@ -172,7 +173,7 @@ func newManager(cfg *rest.Config, o Options, log *slog.Logger) (ctrl.Manager, er
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces, GatewayAddresses: o.GatewayAddresses}
+	lookup := &CacheLookup{Cache: mgr.GetCache(), Trusted: o.TrustedNamespaces, RewriteNamespaces: o.RewriteNamespaces, GatewayAddresses: o.GatewayAddresses}
 	// Create the informers now: the webhook serves on every replica, not
 	// only on the leader whose controller would otherwise create them.
 	for _, obj := range informers {

@@ -81,6 +81,8 @@ func (we *webhookEnv) runWebhook(t *testing.T, edit func(*Options)) {
 	o.BindAddress = wi.LocalServingHost
 	o.Port = wi.LocalServingPort
 	o.TrustedNamespaces = []string{trustedNS}
+	byName := newCase(byNameCase)
+	o.RewriteNamespaces = []string{byName.mcNS, byName.l5dNS}
 	o.Kubeconfig = we.Kubeconfig
 	o.HealthAddr = freeAddr(t)
 	o.MetricsAddr = freeAddr(t)
@@ -482,6 +484,7 @@ func TestIntegration(t *testing.T) {
 		run(t, "binding-arrives-then-leaves", func(t *testing.T) { testLateBinding(t, we) })
 		run(t, "untrusted-binding", func(t *testing.T) { testUntrusted(t, we) })
 		run(t, "namespace-not-opted-in", func(t *testing.T) { testNotOptedIn(t, we) })
+		run(t, "namespace-opted-in-by-name", func(t *testing.T) { testOptedInByName(t, we) })
 		run(t, "dry-run", func(t *testing.T) { testDryRun(t, we) })
 		run(t, "bad-input", func(t *testing.T) { testBadInput(t, we) })
 		run(t, "binding-missing-port", func(t *testing.T) { testBindingMissingPort(t, we) })
@@ -764,6 +767,30 @@ func testNotOptedIn(t *testing.T, we *webhookEnv) {
 	we.apply(t, toYAML(t, objs))
 	for _, o := range linkObjectsOf(objs) {
 		checkOriginal(t, o, we.get(t, o))
+	}
+}
+
+// byNameCase names the case whose namespaces runWebhook opts in by name
+// (--rewrite-namespaces) instead of by label.
+const byNameCase = "byname"
+
+// testOptedInByName: namespaces named by --rewrite-namespaces are rewritten
+// at admission without any label (the webhook configuration sends every
+// namespace but kube-system and its own; the webhook decides).
+func testOptedInByName(t *testing.T, we *webhookEnv) {
+	fc := newCase(byNameCase)
+	b := testBinding(fc.cluster)
+	b.Namespace = trustedNS
+	we.namespaces(t, false, fc.mcNS, fc.l5dNS)
+	we.kubectl(t, bindingYAML(fc.cluster, trustedNS, ""), "apply", "-f", "-")
+	waitBinding(t, we, fc.cluster)
+	objs := fc.transform(t, fixtures.Newest(), "link.yaml")
+	we.apply(t, toYAML(t, objs))
+	for _, o := range linkObjectsOf(objs) {
+		kind, _ := mutate.Classify(o)
+		if err := rewrittenErr(kind, we.get(t, o), b); err != nil {
+			t.Errorf("%s %s/%s: %v", kind, o.GetNamespace(), o.GetName(), err)
+		}
 	}
 }
 

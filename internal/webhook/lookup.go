@@ -40,10 +40,12 @@ type Namespaces interface {
 // Service, from an EndpointSlice informer restricted to the trusted
 // namespaces.
 type CacheLookup struct {
-	Cache            cache.Cache
-	Trusted          []string
-	GatewayAddresses bool
-	synced           atomic.Bool
+	Cache   cache.Cache
+	Trusted []string
+	// RewriteNamespaces are opted in by name (Options.RewriteNamespaces).
+	RewriteNamespaces []string
+	GatewayAddresses  bool
+	synced            atomic.Bool
 }
 
 var (
@@ -131,7 +133,12 @@ func (l *CacheLookup) OptedIn(ctx context.Context, namespace string) (bool, erro
 		}
 		return false, fmt.Errorf("get namespace %q: %w", namespace, err)
 	}
-	return ns.GetLabels()[mutate.LabelRewrite] == mutate.LabelRewriteEnabled, nil
+	return l.optedIn(ns), nil
+}
+
+// optedIn: named in RewriteNamespaces or labelled LabelRewrite=enabled.
+func (l *CacheLookup) optedIn(ns *metav1.PartialObjectMetadata) bool {
+	return slices.Contains(l.RewriteNamespaces, ns.Name) || ns.GetLabels()[mutate.LabelRewrite] == mutate.LabelRewriteEnabled
 }
 
 // OptedInNamespaces lists the opted-in namespaces, sorted.
@@ -141,13 +148,13 @@ func (l *CacheLookup) OptedInNamespaces(ctx context.Context) ([]string, error) {
 	}
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	if err := l.Cache.List(ctx, list, client.MatchingLabels{mutate.LabelRewrite: mutate.LabelRewriteEnabled}); err != nil {
+	if err := l.Cache.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list opted-in namespaces: %w", err)
 	}
-	out := make([]string, 0, len(list.Items))
-	for _, n := range list.Items {
-		if n.DeletionTimestamp == nil {
-			out = append(out, n.Name)
+	var out []string
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp == nil && l.optedIn(&list.Items[i]) {
+			out = append(out, list.Items[i].Name)
 		}
 	}
 	slices.Sort(out)

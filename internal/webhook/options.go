@@ -36,6 +36,10 @@ type Options struct {
 	// TrustedNamespaces are the namespaces whose labelled Services are
 	// trusted as tunnel bindings.
 	TrustedNamespaces []string
+	// RewriteNamespaces are opted in to rewriting by name (usually
+	// linkerd-multicluster and linkerd); a namespace labelled
+	// l5d-tunnel.io/rewrite=enabled is opted in too.
+	RewriteNamespaces []string
 	// Mutate holds the cluster domain and the default tls-server-name.
 	Mutate mutate.Options
 	// HealthAddr serves /healthz and /readyz ("0" disables).
@@ -122,6 +126,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "IP address the webhook server listens on (empty: all addresses)")
 	fs.IntVar(&o.Port, "port", o.Port, "TCP port of the webhook server (HTTPS)")
 	fs.Var(listFlag{&o.TrustedNamespaces}, "trusted-namespaces", "comma-separated `namespaces` whose Services labelled "+mutate.LabelLink+" are trusted as tunnel bindings (default: $"+EnvPodNamespace+")")
+	fs.Var(listFlag{&o.RewriteNamespaces}, "rewrite-namespaces", "comma-separated `namespaces` whose Linkerd multicluster objects are rewritten (a namespace labelled "+mutate.LabelRewrite+"="+mutate.LabelRewriteEnabled+" is rewritten too)")
 	fs.StringVar(&o.Mutate.ClusterDomain, "cluster-domain", o.Mutate.ClusterDomain, "cluster `domain` of this (cloud) cluster, used to build Service names")
 	fs.StringVar(&o.Mutate.DefaultTLSServerName, "default-tls-server-name", o.Mutate.DefaultTLSServerName, "tls-server-name for credentials whose server already pointed at the tunnel")
 	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "`address` of /healthz and /readyz (\"0\" disables)")
@@ -159,6 +164,11 @@ func (o *Options) Validate() error {
 	for _, ns := range o.TrustedNamespaces {
 		if e := validation.IsDNS1123Label(ns); len(e) > 0 {
 			bad("trusted-namespaces", "%q: %s", ns, strings.Join(e, "; "))
+		}
+	}
+	for _, ns := range o.RewriteNamespaces {
+		if e := validation.IsDNS1123Label(ns); len(e) > 0 {
+			bad("rewrite-namespaces", "%q: %s", ns, strings.Join(e, "; "))
 		}
 	}
 	if err := (mutate.Options{ClusterDomain: o.Mutate.ClusterDomain}).Validate(); err != nil || o.Mutate.ClusterDomain == "" {

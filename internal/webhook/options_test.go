@@ -18,25 +18,26 @@ func TestMainBadFlags(t *testing.T) {
 		args []string
 		flag string
 	}{
-		"unknown flag":        {[]string{"--cert-dir", dir, "--nope"}, "-nope"},
-		"port not a number":   {[]string{"--cert-dir", dir, "--port", "x"}, "-port"},
-		"port out of range":   {[]string{"--cert-dir", dir, "--port", "70000"}, "--port"},
-		"missing cert dir":    {nil, "--cert-dir"},
-		"cert dir not a dir":  {[]string{"--cert-dir", dir + "/nope"}, "--cert-dir"},
-		"bad namespace":       {[]string{"--cert-dir", dir, "--trusted-namespaces", "Not_OK"}, "--trusted-namespaces"},
-		"bad cluster domain":  {[]string{"--cert-dir", dir, "--cluster-domain", "-x-"}, "--cluster-domain"},
-		"bad tls server name": {[]string{"--cert-dir", dir, "--default-tls-server-name", ""}, "--default-tls-server-name"},
-		"bad log format":      {[]string{"--cert-dir", dir, "--log-format", "xml"}, "--log-format"},
-		"bad log level":       {[]string{"--cert-dir", dir, "--log-level", "loud"}, "--log-level"},
-		"bad health addr":     {[]string{"--cert-dir", dir, "--health-addr", "nohost"}, "--health-addr"},
-		"bad metrics addr":    {[]string{"--cert-dir", dir, "--metrics-addr", ":99999"}, "--metrics-addr"},
-		"bad bind address":    {[]string{"--cert-dir", dir, "--bind-address", "localhost"}, "--bind-address"},
-		"short resync":        {[]string{"--cert-dir", dir, "--resync-period", "10ms"}, "--resync-period"},
-		"negative debounce":   {[]string{"--cert-dir", dir, "--gateway-debounce", "-1s"}, "--gateway-debounce"},
-		"long debounce":       {[]string{"--cert-dir", dir, "--gateway-debounce", "5m"}, "--gateway-debounce"},
-		"bad ready addresses": {[]string{"--cert-dir", dir, "--gateway-ready-addresses=sometimes"}, "-gateway-ready-addresses"},
-		"bad leader election": {[]string{"--cert-dir", dir, "--leader-elect=maybe"}, "-leader-elect"},
-		"stray argument":      {[]string{"--cert-dir", dir, "extra"}, "extra"},
+		"unknown flag":          {[]string{"--cert-dir", dir, "--nope"}, "-nope"},
+		"port not a number":     {[]string{"--cert-dir", dir, "--port", "x"}, "-port"},
+		"port out of range":     {[]string{"--cert-dir", dir, "--port", "70000"}, "--port"},
+		"missing cert dir":      {nil, "--cert-dir"},
+		"cert dir not a dir":    {[]string{"--cert-dir", dir + "/nope"}, "--cert-dir"},
+		"bad namespace":         {[]string{"--cert-dir", dir, "--trusted-namespaces", "Not_OK"}, "--trusted-namespaces"},
+		"bad rewrite namespace": {[]string{"--cert-dir", dir, "--rewrite-namespaces", "linkerd,Bad_NS"}, "--rewrite-namespaces"},
+		"bad cluster domain":    {[]string{"--cert-dir", dir, "--cluster-domain", "-x-"}, "--cluster-domain"},
+		"bad tls server name":   {[]string{"--cert-dir", dir, "--default-tls-server-name", ""}, "--default-tls-server-name"},
+		"bad log format":        {[]string{"--cert-dir", dir, "--log-format", "xml"}, "--log-format"},
+		"bad log level":         {[]string{"--cert-dir", dir, "--log-level", "loud"}, "--log-level"},
+		"bad health addr":       {[]string{"--cert-dir", dir, "--health-addr", "nohost"}, "--health-addr"},
+		"bad metrics addr":      {[]string{"--cert-dir", dir, "--metrics-addr", ":99999"}, "--metrics-addr"},
+		"bad bind address":      {[]string{"--cert-dir", dir, "--bind-address", "localhost"}, "--bind-address"},
+		"short resync":          {[]string{"--cert-dir", dir, "--resync-period", "10ms"}, "--resync-period"},
+		"negative debounce":     {[]string{"--cert-dir", dir, "--gateway-debounce", "-1s"}, "--gateway-debounce"},
+		"long debounce":         {[]string{"--cert-dir", dir, "--gateway-debounce", "5m"}, "--gateway-debounce"},
+		"bad ready addresses":   {[]string{"--cert-dir", dir, "--gateway-ready-addresses=sometimes"}, "-gateway-ready-addresses"},
+		"bad leader election":   {[]string{"--cert-dir", dir, "--leader-elect=maybe"}, "-leader-elect"},
+		"stray argument":        {[]string{"--cert-dir", dir, "extra"}, "extra"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -59,7 +60,7 @@ func TestMainHelp(t *testing.T) {
 	}
 	for _, f := range []string{"-cert-dir", "-port", "-trusted-namespaces", "-cluster-domain", "-default-tls-server-name",
 		"-health-addr", "-metrics-addr", "-kubeconfig", "-leader-elect", "-log-format", "-resync-period", "-bind-address",
-		"-gateway-ready-addresses", "-gateway-debounce"} {
+		"-gateway-ready-addresses", "-gateway-debounce", "-rewrite-namespaces"} {
 		if !strings.Contains(stdout.String(), f) {
 			t.Errorf("--help lacks %s", f)
 		}
@@ -80,5 +81,9 @@ func TestDefaultsFromPodNamespace(t *testing.T) {
 	o, err = Parse([]string{"--cert-dir", t.TempDir(), "--trusted-namespaces", "a, b,,c"}, &bytes.Buffer{})
 	if err != nil || strings.Join(o.TrustedNamespaces, "|") != "a|b|c" {
 		t.Errorf("--trusted-namespaces a, b,,c: %v %v", o.TrustedNamespaces, err)
+	}
+	o, err = Parse([]string{"--cert-dir", t.TempDir(), "--rewrite-namespaces", "linkerd-multicluster,linkerd"}, &bytes.Buffer{})
+	if err != nil || strings.Join(o.RewriteNamespaces, "|") != "linkerd-multicluster|linkerd" {
+		t.Errorf("--rewrite-namespaces: %v %v", o.RewriteNamespaces, err)
 	}
 }
