@@ -47,6 +47,9 @@ var _ admission.Handler = (*Handler)(nil)
 func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	resp, kind, result := h.handle(ctx, req)
 	admissionsTotal.WithLabelValues(string(kindLabel(kind)), result).Inc()
+	if w := checkEcho(req, result); w != "" {
+		resp.Warnings = append(resp.Warnings, w)
+	}
 	return resp
 }
 

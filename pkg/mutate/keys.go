@@ -15,6 +15,10 @@ const (
 	LabelRewriteEnabled = "enabled"
 	// AnnotationPrefix prefixes every annotation this project writes.
 	AnnotationPrefix = "l5d-tunnel.io/"
+	// AnnotationCheck on an object of a dry-run admission request asks the
+	// webhook to answer with one more warning, "check <value>: <result>"
+	// (linkerd-tunnel check uses it to prove the webhook is called).
+	AnnotationCheck = AnnotationPrefix + "check"
 
 	// PortAPI names the binding ClusterIP Service's port for the home API server.
 	PortAPI = "api"
