@@ -24,6 +24,10 @@ type Options struct {
 // DefaultWait is --wait's default, as in Linkerd's own checks.
 const DefaultWait = 5 * time.Minute
 
+// retryInterval is the wait between two attempts of a failing check
+// (DefaultInterval; the tests shorten it).
+var retryInterval = DefaultInterval
+
 // ErrFailed is returned when a check failed; the report is already printed.
 var ErrFailed = errors.New("checks failed")
 
@@ -98,7 +102,7 @@ func Run(ctx context.Context, g *extension.Globals, o *Options, w io.Writer) err
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	r := &Runner{Deadline: time.Now().Add(o.Wait)}
+	r := &Runner{Deadline: time.Now().Add(o.Wait), Interval: retryInterval}
 	return run(ctx, r, newEnv(g), o, w)
 }
 
