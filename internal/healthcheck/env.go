@@ -104,7 +104,7 @@ func (e *env) crdExists(name, todo string) func(context.Context) error {
 		crd := &unstructured.Unstructured{}
 		crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
 		if err := e.c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
-			return fmt.Errorf("CustomResourceDefinition %s: %w; %s", name, err, todo)
+			return fmt.Errorf("the CustomResourceDefinition %s: %w; %s", name, err, todo)
 		}
 		return nil
 	}
@@ -185,14 +185,14 @@ func deploymentNames(ds []appsv1.Deployment) string {
 func (e *env) deploymentAvailable(ctx context.Context, key client.ObjectKey, todo string) error {
 	var d appsv1.Deployment
 	if err := e.c.Get(ctx, key, &d); err != nil {
-		return fmt.Errorf("Deployment %s: %w", key, err)
+		return fmt.Errorf("the Deployment %s: %w", key, err)
 	}
 	want := int32(1)
 	if d.Spec.Replicas != nil {
 		want = *d.Spec.Replicas
 	}
 	if want == 0 {
-		return fmt.Errorf("Deployment %s is scaled to 0 replicas: scale it up (`kubectl scale deployment -n %s %s --replicas=2`)", key, key.Namespace, key.Name)
+		return fmt.Errorf("the Deployment %s is scaled to 0 replicas: scale it up (`kubectl scale deployment -n %s %s --replicas=2`)", key, key.Namespace, key.Name)
 	}
 	if d.Status.AvailableReplicas < 1 {
 		return fmt.Errorf("no replica of Deployment %s is available (%d/%d ready, %d updated): %s",
@@ -200,4 +200,3 @@ func (e *env) deploymentAvailable(ctx context.Context, key client.ObjectKey, tod
 	}
 	return nil
 }
-

@@ -63,10 +63,10 @@ func clientUpstreams(d *appsv1.Deployment) ([]upstream, error) {
 	fs.ParseErrorsAllowlist.UnknownFlags = true
 	ups := fs.StringArray("upstream", nil, "")
 	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("Deployment %s/%s: tunnel client args: %w", d.Namespace, d.Name, err)
+		return nil, fmt.Errorf("the Deployment %s/%s: tunnel client args: %w", d.Namespace, d.Name, err)
 	}
 	if len(*ups) == 0 {
-		return nil, fmt.Errorf("Deployment %s/%s runs no `tunnel client` with --upstream flags: reinstall it (`linkerd tunnel client NAME --server-url URL | kubectl apply -f -`)", d.Namespace, d.Name)
+		return nil, fmt.Errorf("the Deployment %s/%s runs no `tunnel client` with --upstream flags: reinstall it (`linkerd tunnel client NAME --server-url URL | kubectl apply -f -`)", d.Namespace, d.Name)
 	}
 	var out []upstream
 	for _, u := range *ups {
@@ -74,7 +74,7 @@ func clientUpstreams(d *appsv1.Deployment) ([]upstream, error) {
 		host, ps, err := net.SplitHostPort(addr)
 		port, perr := strconv.Atoi(ps)
 		if !ok || err != nil || perr != nil {
-			return nil, fmt.Errorf("Deployment %s/%s: --upstream %q is not NAME=HOST:PORT: reinstall the client", d.Namespace, d.Name, u)
+			return nil, fmt.Errorf("the Deployment %s/%s: --upstream %q is not NAME=HOST:PORT: reinstall the client", d.Namespace, d.Name, u)
 		}
 		out = append(out, upstream{name: name, host: host, port: port})
 	}

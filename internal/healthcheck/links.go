@@ -164,7 +164,7 @@ func (e *env) checkTunnelReady(st *linkState) func(context.Context) error {
 	return func(ctx context.Context) error {
 		b, err := e.binding(ctx, st.cluster)
 		if err != nil || b == nil {
-			return fmt.Errorf("the tunnel binding of cluster %s went away (%v)", st.cluster, err)
+			return fmt.Errorf("the tunnel binding of cluster %s went away (%w)", st.cluster, err)
 		}
 		ready, err := e.readyAddresses(ctx, b)
 		if err != nil {
@@ -215,7 +215,7 @@ func kindName(k mutate.Kind) string {
 func (e *env) liveBinding(ctx context.Context, cluster string) (*mutate.Binding, error) {
 	b, err := e.binding(ctx, cluster)
 	if err != nil || b == nil {
-		return nil, fmt.Errorf("the tunnel binding of cluster %s went away (%v)", cluster, err)
+		return nil, fmt.Errorf("the tunnel binding of cluster %s went away (%w)", cluster, err)
 	}
 	return b, nil
 }
@@ -229,7 +229,7 @@ func (e *env) checkLinkRewritten(st *linkState) func(context.Context) error {
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(st.l.obj.GroupVersionKind())
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(st.l.obj), obj); err != nil {
-			return fmt.Errorf("Link %s/%s: %w", st.l.obj.GetNamespace(), st.l.obj.GetName(), err)
+			return fmt.Errorf("the Link %s/%s: %w", st.l.obj.GetNamespace(), st.l.obj.GetName(), err)
 		}
 		return e.notRewritten(mutate.KindLink, obj, b)
 	}

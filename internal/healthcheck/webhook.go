@@ -106,7 +106,7 @@ func (e *env) optedIn(ctx context.Context, ns string) (bool, error) {
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		return false, fmt.Errorf("Namespace %s: %w", ns, err)
+		return false, fmt.Errorf("the Namespace %s: %w", ns, err)
 	}
 	return n.Labels[mutate.LabelRewrite] == mutate.LabelRewriteEnabled, nil
 }
@@ -178,24 +178,27 @@ func (e *env) checkServingCert(ctx context.Context) error {
 	var s corev1.Secret
 	if err := e.c.Get(ctx, key, &s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("Secret %s not found: cert-manager has not issued the serving certificate; see `kubectl describe certificate -n %s` and cert-manager's logs", key, key.Namespace)
+			return fmt.Errorf("the Secret %s not found: cert-manager has not issued the serving certificate; see `kubectl describe certificate -n %s` and cert-manager's logs", key, key.Namespace)
 		}
-		return fmt.Errorf("Secret %s: %w", key, err)
+		return fmt.Errorf("the Secret %s: %w", key, err)
 	}
 	crt, keyPEM := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
 	certs, err := parseCerts(crt)
-	if err != nil || len(certs) == 0 {
-		return fmt.Errorf("Secret %s: %s does not hold a PEM certificate (%v): delete the Secret so that cert-manager issues it again", key, corev1.TLSCertKey, err)
+	if err == nil && len(certs) == 0 {
+		err = fmt.Errorf("no PEM CERTIFICATE block")
+	}
+	if err != nil {
+		return fmt.Errorf("the Secret %s: %s does not hold a certificate (%w): delete the Secret so that cert-manager issues it again", key, corev1.TLSCertKey, err)
 	}
 	if _, err := tls.X509KeyPair(crt, keyPEM); err != nil {
-		return fmt.Errorf("Secret %s: %s and %s are not a key pair (%v): delete the Secret so that cert-manager issues it again", key, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err)
+		return fmt.Errorf("the Secret %s: %s and %s are not a key pair (%w): delete the Secret so that cert-manager issues it again", key, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err)
 	}
 	leaf, now := certs[0], e.now()
 	switch {
 	case now.Before(leaf.NotBefore):
-		return fmt.Errorf("Secret %s: the serving certificate is valid only from %s: check the clocks", key, leaf.NotBefore.UTC().Format(time.RFC3339))
+		return fmt.Errorf("the Secret %s: the serving certificate is valid only from %s: check the clocks", key, leaf.NotBefore.UTC().Format(time.RFC3339))
 	case now.After(leaf.NotAfter):
-		return fmt.Errorf("Secret %s: the serving certificate expired at %s: renew it (`cmctl renew -n %s <Certificate>`, or delete the Secret) and check cert-manager", key, leaf.NotAfter.UTC().Format(time.RFC3339), key.Namespace)
+		return fmt.Errorf("the Secret %s: the serving certificate expired at %s: renew it (`cmctl renew -n %s <Certificate>`, or delete the Secret) and check cert-manager", key, leaf.NotAfter.UTC().Format(time.RFC3339), key.Namespace)
 	}
 	e.serving = &servingCert{secret: key.String(), leaf: leaf, chain: certs[1:]}
 	return nil
@@ -226,7 +229,7 @@ func (e *env) checkCertExpiry(context.Context) error {
 	}
 	left := e.serving.leaf.NotAfter.Sub(e.now())
 	if left < certExpiryWarning {
-		return fmt.Errorf("Secret %s: the serving certificate expires in %s (at %s), and cert-manager renews it 15 days before: check the Certificate (`kubectl describe certificate -n %s`) and cert-manager",
+		return fmt.Errorf("the Secret %s: the serving certificate expires in %s (at %s), and cert-manager renews it 15 days before: check the Certificate (`kubectl describe certificate -n %s`) and cert-manager",
 			e.serving.secret, left.Round(time.Minute), e.serving.leaf.NotAfter.UTC().Format(time.RFC3339), e.webhook.Namespace)
 	}
 	return nil
@@ -293,8 +296,11 @@ func (e *env) checkCABundle(ctx context.Context) error {
 				return fmt.Errorf("%s has an empty caBundle: cert-manager's cainjector has not injected it (annotation cert-manager.io/inject-ca-from); check that cainjector runs", what)
 			}
 			roots, err := parseCerts(h.ClientConfig.CABundle)
-			if err != nil || len(roots) == 0 {
-				return fmt.Errorf("%s: caBundle does not hold a PEM certificate (%v): delete the caBundle so that cainjector injects it again", what, err)
+			if err == nil && len(roots) == 0 {
+				err = fmt.Errorf("no PEM CERTIFICATE block")
+			}
+			if err != nil {
+				return fmt.Errorf("%s: caBundle does not hold a certificate (%w): delete the caBundle so that cainjector injects it again", what, err)
 			}
 			name, err := serverName(h.ClientConfig)
 			if err != nil {
@@ -309,7 +315,7 @@ func (e *env) checkCABundle(ctx context.Context) error {
 			}
 			if _, err := e.serving.leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: name,
 				CurrentTime: e.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-				return fmt.Errorf("%s: its caBundle does not verify the serving certificate of Secret %s for %s (%v): the API server cannot call the webhook; point cert-manager.io/inject-ca-from at the CA Certificate and let cainjector re-inject",
+				return fmt.Errorf("%s: its caBundle does not verify the serving certificate of Secret %s for %s (%w): the API server cannot call the webhook; point cert-manager.io/inject-ca-from at the CA Certificate and let cainjector re-inject",
 					what, e.serving.secret, name, err)
 			}
 		}
@@ -358,10 +364,10 @@ func (e *env) checkAnswers(ctx context.Context) error {
 			echo = r
 		}
 	}
-	switch {
-	case echo == "":
+	switch echo {
+	case "":
 		return fmt.Errorf("a dry-run probe Service in namespace %s got no answer from the webhook (failurePolicy Ignore admitted it unchanged): the API server does not reach it; check the webhook Service's endpoints, the NetworkPolicy, and the API server's log for calls to the webhook", ns)
-	case echo == webhook.ResultIgnored:
+	case webhook.ResultIgnored:
 		return fmt.Errorf("the webhook answered but does not treat namespace %s as opted in: %s", ns, e.optInHint(ns))
 	}
 	if b == nil {
