@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ const (
 	clientNS  = "l5d-tunnel-home"
 	certDir   = "/etc/l5d-tunnel/webhook-certs"
 	servingSc = "l5d-tunnel-webhook-tls"
+	// opted in by name, as the chart does (nobody labels Linkerd's namespaces)
+	rewriteNS = mcNS + ",linkerd"
 )
 
 // cluster is one control plane set up as a cloud cluster (webhook running
@@ -119,12 +122,12 @@ metadata: {name: %[2]s, labels: {%[3]s: %[4]s}}
 ---
 apiVersion: v1
 kind: Namespace
-metadata: {name: %[5]s, labels: {%[6]s: %[7]s}}
+metadata: {name: %[5]s}
 ---
 apiVersion: v1
 kind: Namespace
-metadata: {name: linkerd, labels: {%[6]s: %[7]s}}
-`, extNS, clientNS, extension.LabelExtension, extension.Name, mcNS, mutate.LabelRewrite, mutate.LabelRewriteEnabled))
+metadata: {name: linkerd}
+`, extNS, clientNS, extension.LabelExtension, extension.Name, mcNS))
 	// the webhook configuration envtest registered, labelled as the chart renders it
 	c.kubectl(t, "label", "mutatingwebhookconfiguration", "l5d-tunnel-webhook", extension.LabelExtension+"="+extension.Name)
 
@@ -143,7 +146,8 @@ metadata: {name: linkerd, labels: {%[6]s: %[7]s}}
 	// its status is written as a kubelet and the controller would)
 	c.createDeployment(t, extNS, "l5d-tunnel-webhook", ComponentWebhook, corev1.Container{
 		Name: "webhook", Image: "webhook",
-		Args:         []string{"--cert-dir=" + certDir, "--port=9443", "--trusted-namespaces=" + extNS, "--log-format=json"},
+		Args: []string{"--cert-dir=" + certDir, "--port=9443", "--trusted-namespaces=" + extNS, "--rewrite-namespaces=" + rewriteNS,
+			"--log-format=json"},
 		VolumeMounts: []corev1.VolumeMount{{Name: "serving-cert", MountPath: certDir, ReadOnly: true}},
 	}, []corev1.Volume{{Name: "serving-cert", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: servingSc}}}})
 	c.setAvailable(t, extNS, "l5d-tunnel-webhook", 2)
@@ -212,6 +216,7 @@ func (c *cluster) startWebhook(t *testing.T) {
 	o := webhook.DefaultOptions()
 	o.CertDir, o.BindAddress, o.Port = wi.LocalServingCertDir, wi.LocalServingHost, wi.LocalServingPort
 	o.TrustedNamespaces = []string{extNS}
+	o.RewriteNamespaces = strings.Split(rewriteNS, ",")
 	o.Kubeconfig = c.Kubeconfig
 	o.HealthAddr, o.MetricsAddr = freeAddr(t), "0"
 	o.LeaderElect = false

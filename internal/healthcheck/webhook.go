@@ -75,18 +75,10 @@ func parseWebhookConfig(d *appsv1.Deployment) (*webhookConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("webhook Deployment %s/%s: container %s: args: %w", d.Namespace, d.Name, ct.Name, err)
 	}
-	cfg := &webhookConfig{namespace: d.Namespace, trusted: o.TrustedNamespaces, opts: o.Mutate,
+	cfg := &webhookConfig{namespace: d.Namespace, trusted: o.TrustedNamespaces, rewrite: o.RewriteNamespaces, opts: o.Mutate,
 		gatewayAddresses: o.GatewayAddresses, certDir: o.CertDir, container: ct}
 	if len(cfg.trusted) == 0 {
 		cfg.trusted = []string{d.Namespace}
-	}
-	// --rewrite-namespaces: read through the flag set, as the binary defines it
-	if f := fs.Lookup("rewrite-namespaces"); f != nil {
-		for _, ns := range strings.Split(f.Value.String(), ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				cfg.rewrite = append(cfg.rewrite, ns)
-			}
-		}
 	}
 	return cfg, nil
 }
