@@ -229,6 +229,13 @@ func TestCheck(t *testing.T) {
 	})
 	c.mustPass(t)
 
+	t.Run("Link namespace not opted in", func(t *testing.T) {
+		c.editArgs(t, extNS, "l5d-tunnel-webhook", "--rewrite-namespaces="+rewriteNS, "--rewrite-namespaces=linkerd")
+		c.expectFailure(t, "Link linkerd-multicluster/home has a usable tunnel binding", ResultError, "link-binding",
+			"namespace linkerd-multicluster is not opted in, so the webhook leaves the link alone: opt namespace linkerd-multicluster in")
+		c.editArgs(t, extNS, "l5d-tunnel-webhook", "--rewrite-namespaces=linkerd", "--rewrite-namespaces="+rewriteNS)
+	})
+
 	t.Run("no Link: the webhook's check echo answers", func(t *testing.T) {
 		c.kubectl(t, "delete", "link", "-n", mcNS, "home")
 		doc := c.mustPass(t)
@@ -303,8 +310,14 @@ func fixturesLink() (string, error) {
 // editClientArgs replaces one arg of the tunnel client container.
 func (c *cluster) editClientArgs(t *testing.T, from, to string) {
 	t.Helper()
+	c.editArgs(t, clientNS, "home-tunnel-client", from, to)
+}
+
+// editArgs replaces one arg of a Deployment's first container.
+func (c *cluster) editArgs(t *testing.T, ns, name, from, to string) {
+	t.Helper()
 	var d appsv1.Deployment
-	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: clientNS, Name: "home-tunnel-client"}, &d); err != nil {
+	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
 		t.Fatal(err)
 	}
 	args := d.Spec.Template.Spec.Containers[0].Args
