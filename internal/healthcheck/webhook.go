@@ -84,14 +84,11 @@ func parseWebhookConfig(d *appsv1.Deployment) (*webhookConfig, error) {
 }
 
 // optedIn tells whether the webhook rewrites in namespace ns, by its own
-// rule: named in --rewrite-namespaces or labelled l5d-tunnel.io/rewrite=enabled
-// (the webhook configuration never sends kube-system and its own namespace).
+// rule, mutate.OptedIn (the webhook configuration never sends kube-system
+// and its own namespace). A namespace that does not exist is not opted in.
 func (e *env) optedIn(ctx context.Context, ns string) (bool, error) {
 	if ns == "kube-system" || ns == e.wcfg.namespace {
 		return false, nil
-	}
-	if slices.Contains(e.wcfg.rewrite, ns) {
-		return true, nil
 	}
 	var n corev1.Namespace
 	if err := e.c.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
@@ -100,7 +97,7 @@ func (e *env) optedIn(ctx context.Context, ns string) (bool, error) {
 		}
 		return false, fmt.Errorf("the Namespace %s: %w", ns, err)
 	}
-	return n.Labels[mutate.LabelRewrite] == mutate.LabelRewriteEnabled, nil
+	return mutate.OptedIn(n.Name, n.Labels, e.wcfg.rewrite), nil
 }
 
 // optInHint says how to opt a namespace in.

@@ -136,9 +136,9 @@ func (l *CacheLookup) OptedIn(ctx context.Context, namespace string) (bool, erro
 	return l.optedIn(ns), nil
 }
 
-// optedIn: named in RewriteNamespaces or labelled LabelRewrite=enabled.
+// optedIn is mutate.OptedIn for a cached Namespace.
 func (l *CacheLookup) optedIn(ns *metav1.PartialObjectMetadata) bool {
-	return slices.Contains(l.RewriteNamespaces, ns.Name) || ns.GetLabels()[mutate.LabelRewrite] == mutate.LabelRewriteEnabled
+	return mutate.OptedIn(ns.Name, ns.GetLabels(), l.RewriteNamespaces)
 }
 
 // OptedInNamespaces lists the opted-in namespaces, sorted.
