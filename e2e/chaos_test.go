@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
-	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 )
 
 // The chaos test (issue 8): real bin/tunnel server and client in two network
@@ -90,7 +90,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: seed %d (L5D_CHAOS_SEED=%d replays this mix), duration %s, link down %s", seed, seed, duration, linkDown)
 	begin := time.Now()
 
-	base := filepath.Join(testenv.RepoRoot(), ".cache", "e2e")
+	base := filepath.Join(repo.Root(), ".cache", "e2e")
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -128,7 +128,7 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 	topo := lt.topo
 	probeFails := func(t *testing.T, during string) {
 		t.Helper()
-		res, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "probe", URL: cs.probeURL, Timeout: 3 * time.Second})
+		res, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "probe", URL: cs.probeURL, Timeout: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +187,7 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 			withInflight := lt.version == fixtures.Newest()
 			if withInflight {
 				go func() {
-					res, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 32<<20, 1))
+					res, err := harness.RunHelper(ctx, topo.Cloud, lt.mtlsRequest(cs, 32<<20, 1))
 					if err != nil {
 						res.Err = err.Error()
 					}
@@ -229,7 +229,7 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 				}
 			}
 			// transfers after recovery: 4 parallel streams of 4 MiB through the gateway
-			m, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 4<<20, 4))
+			m, err := harness.RunHelper(ctx, topo.Cloud, lt.mtlsRequest(cs, 4<<20, 4))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -389,14 +389,14 @@ func (lt *linkTest) testFailover(t *testing.T, ctx context.Context) {
 	d, _ := waitAddress("second tunnel server ready", both)
 	t.Logf("8: second tunnel server ready: Link gatewayAddress %q after %.2fs", both, d.Seconds())
 	for _, ip := range []string{harness.TunnelPodIP, harness.TunnelPod2IP} {
-		res, err := topo.Helper(ctx, topo.Cloud, through(ip, 1<<20, 2))
+		res, err := harness.RunHelper(ctx, topo.Cloud, through(ip, 1<<20, 2))
 		intact("mTLS through "+ip+" before the kill", res, err)
 	}
 
 	// A transfer through the survivor runs across the kill.
 	inflight := make(chan harness.HelperResult, 1)
 	go func() {
-		res, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPodIP, 16<<20, 1))
+		res, err := harness.RunHelper(ctx, topo.Cloud, through(harness.TunnelPodIP, 16<<20, 1))
 		if err != nil {
 			res.Err = err.Error()
 		}
@@ -418,11 +418,11 @@ func (lt *linkTest) testFailover(t *testing.T, ctx context.Context) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("8: the transfer through the survivor neither finished nor failed within 2m")
 	}
-	dead, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPod2IP, 1024, 1))
+	dead, err := harness.RunHelper(ctx, topo.Cloud, through(harness.TunnelPod2IP, 1024, 1))
 	if err == nil && dead.Err == "" {
 		t.Errorf("8: the killed server's address still echoes: the kill was not one")
 	}
-	res, err := topo.Helper(ctx, topo.Cloud, through(harness.TunnelPodIP, 4<<20, 4))
+	res, err := harness.RunHelper(ctx, topo.Cloud, through(harness.TunnelPodIP, 4<<20, 4))
 	intact("mTLS through the survivor after the Link update", res, err)
 
 	// What an operator sees: an Event on the Link and the webhook's metrics.

@@ -265,7 +265,7 @@ func (lt *linkTest) assertTraffic(t *testing.T, ctx context.Context, cs checkSpe
 	t.Helper()
 	topo := lt.topo
 	// 2. the stored kubeconfigs list home's Services, TLS verified
-	k, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "kube", Kubeconfigs: cs.kubeconfigs, Timeout: 20 * time.Second})
+	k, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "kube", Kubeconfigs: cs.kubeconfigs, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func (lt *linkTest) assertTraffic(t *testing.T, ctx context.Context, cs checkSpe
 		t.Logf("2: %s (tls-server-name %q) listed %d home Services", k.Server, k.TLSServerName, len(k.Services))
 	}
 	// 3. the probe through the ExternalName chain
-	p, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "probe", URL: cs.probeURL, Timeout: 20 * time.Second})
+	p, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "probe", URL: cs.probeURL, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func (lt *linkTest) assertTraffic(t *testing.T, ctx context.Context, cs checkSpe
 		t.Logf("3: GET %s -> %d %q", cs.probeURL, p.Status, strings.TrimSpace(p.Body))
 	}
 	// 4. mTLS end to end with the home stand-in gateway
-	m, err := topo.Helper(ctx, topo.Cloud, lt.mtlsRequest(cs, 1<<20, 4))
+	m, err := harness.RunHelper(ctx, topo.Cloud, lt.mtlsRequest(cs, 1<<20, 4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func (lt *linkTest) assertTraffic(t *testing.T, ctx context.Context, cs checkSpe
 func (lt *linkTest) waitTraffic(ctx context.Context, cs checkSpec, timeout time.Duration) (time.Duration, harness.HelperResult, error) {
 	start := time.Now()
 	m := lt.mtlsRequest(cs, 0, 0)
-	res, err := lt.topo.Helper(ctx, lt.topo.Cloud, harness.HelperRequest{Op: "check", Kubeconfigs: cs.kubeconfigs,
+	res, err := harness.RunHelper(ctx, lt.topo.Cloud, harness.HelperRequest{Op: "check", Kubeconfigs: cs.kubeconfigs,
 		URL: cs.probeURL, Addr: m.Addr, ServerName: m.ServerName, CAFile: m.CAFile, CertFile: m.CertFile,
 		KeyFile: m.KeyFile, Timeout: timeout, Interval: 200 * time.Millisecond})
 	if err != nil {

@@ -93,7 +93,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	needRoot(t)
 	start := time.Now()
-	base := filepath.Join(testenv.RepoRoot(), ".cache", "e2e")
+	base := filepath.Join(repo.Root(), ".cache", "e2e")
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func setup(t *testing.T) *env {
 			t.Logf("not ready: %v", err)
 		}
 	}
-	bindingYAML, src, err := harness.BindingYAML(testenv.RepoRoot(), filepath.Join(binDir, "kubectl"))
+	bindingYAML, src, err := harness.BindingYAML()
 	if err != nil {
 		t.Fatalf("tunnel binding from the manifests: %v", err)
 	}

@@ -46,7 +46,7 @@ func testTopology(t *testing.T, e *env) {
 			net.JoinHostPort(harness.HomeGatewayIP, strconv.Itoa(harness.ProbePort)),
 			net.JoinHostPort(harness.HomeVethIP, strconv.Itoa(harness.HomeAPIPort)),
 		} {
-			res, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: addr, Timeout: 3 * time.Second})
+			res, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: addr, Timeout: 3 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func testTopology(t *testing.T, e *env) {
 			net.JoinHostPort(harness.HomeAPIIP, strconv.Itoa(harness.HomeAPIPort)),
 			net.JoinHostPort(harness.HomeGatewayIP, strconv.Itoa(harness.GatewayPort)),
 		} {
-			res, err := topo.Helper(ctx, topo.Home, harness.HelperRequest{Op: "dial", Addr: addr, Timeout: 3 * time.Second})
+			res, err := harness.RunHelper(ctx, topo.Home, harness.HelperRequest{Op: "dial", Addr: addr, Timeout: 3 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +93,7 @@ func testTopology(t *testing.T, e *env) {
 
 	t.Run("home reaches the tunnel endpoint", func(t *testing.T) {
 		e.needTunnel(t)
-		res, err := topo.Helper(ctx, topo.Home, harness.HelperRequest{Op: "dial",
+		res, err := harness.RunHelper(ctx, topo.Home, harness.HelperRequest{Op: "dial",
 			Addr: net.JoinHostPort(harness.TunnelHost, strconv.Itoa(harness.TunnelWSPort)), Timeout: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -109,7 +109,7 @@ func testTopology(t *testing.T, e *env) {
 			Addr:   net.JoinHostPort(topo.Binding.HeadlessFQDN(), strconv.Itoa(int(topo.Binding.GatewayPort))),
 			CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
 			Bytes: 1024, Streams: 1, Timeout: 10 * time.Second}
-		ok, err := topo.Helper(ctx, topo.Cloud, base)
+		ok, err := harness.RunHelper(ctx, topo.Cloud, base)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func testTopology(t *testing.T, e *env) {
 		noCert.NoClientCert = true
 		noALPN.ALPN = []string{"h2"}
 		for name, req := range map[string]harness.HelperRequest{"no client certificate": noCert, "ALPN h2": noALPN} {
-			res, err := topo.Helper(ctx, topo.Cloud, req)
+			res, err := harness.RunHelper(ctx, topo.Cloud, req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func testTopology(t *testing.T, e *env) {
 		if err := clientcmd.WriteToFile(*kc, path); err != nil {
 			t.Fatal(err)
 		}
-		out, err := kubectlIn(ctx, topo, topo.Cloud, path, "get", "services", "-A", "-o", "name")
+		out, err := harness.KubectlWith(ctx, topo.Cloud, filepath.Join(topo.Cfg.BinDir, "kubectl"), path, nil, "get", "services", "-A", "-o", "name")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/webhook"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
@@ -45,7 +46,7 @@ const (
 	webhookSA      = "l5d-tunnel-webhook"
 )
 
-func root(p ...string) string { return filepath.Join(append([]string{testenv.RepoRoot()}, p...)...) }
+func root(p ...string) string { return filepath.Join(append([]string{repo.Root()}, p...)...) }
 
 // loadDist decodes one checked-in dist file.
 func loadDist(t *testing.T, name string) []*unstructured.Unstructured {
@@ -132,7 +133,7 @@ func kustomizations(t *testing.T) map[string]bool {
 func TestKustomizeBuildsEverything(t *testing.T) {
 	owned := []string{ns, "linkerd", "linkerd-multicluster"}
 	for dir, component := range kustomizations(t) {
-		rel, _ := filepath.Rel(testenv.RepoRoot(), dir)
+		rel, _ := filepath.Rel(repo.Root(), dir)
 		t.Run(rel, func(t *testing.T) {
 			build := dir
 			if component {

@@ -3,35 +3,30 @@ package harness
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
+// bindingOverlay is the tunnel-server overlay that renders the binding of
+// the cluster "home" (relative to the repository root).
+const bindingOverlay = "manifests/tunnel-server/overlays/example-home"
+
 // BindingYAML returns the binding Services as the shipped manifests render
 // them for the cluster "home": `kubectl kustomize` of
-// manifests/tunnel-server/overlays/example-home, keeping the Services
-// labelled l5d-tunnel.io/link. It says where they came from.
-func BindingYAML(repoRoot, kubectlBin string) ([]byte, string, error) {
-	overlay := filepath.Join(repoRoot, "manifests", "tunnel-server", "overlays", "example-home")
-	if _, err := os.Stat(overlay); err != nil {
-		return nil, "", fmt.Errorf("tunnel-server overlay missing: %w", err)
-	}
-	out, err := exec.Command(kubectlBin, "kustomize", overlay).Output()
+// manifests/tunnel-server/overlays/example-home (ParseBinding keeps the
+// Services labelled l5d-tunnel.io/link). It says where they came from.
+func BindingYAML() ([]byte, string, error) {
+	out, err := testenv.RenderKustomize(bindingOverlay)
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			err = fmt.Errorf("%w: %s", err, ee.Stderr)
-		}
-		return nil, "", fmt.Errorf("kubectl kustomize %s: %w", overlay, err)
+		return nil, "", fmt.Errorf("tunnel binding: %w", err)
 	}
-	return out, "kubectl kustomize manifests/tunnel-server/overlays/example-home", nil
+	return out, "kubectl kustomize " + bindingOverlay, nil
 }
 
 // ParseBinding finds the binding Services of LinkName in raw YAML with

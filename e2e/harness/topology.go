@@ -556,11 +556,6 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Helper runs req inside ns.
-func (t *Topology) Helper(ctx context.Context, ns *Netns, req HelperRequest) (HelperResult, error) {
-	return RunHelper(ctx, ns, req)
-}
-
 // Kubectl runs kubectl inside the namespace of cp with its admin kubeconfig.
 func (t *Topology) Kubectl(ctx context.Context, cp *ControlPlane, stdin []byte, args ...string) ([]byte, error) {
 	return KubectlWith(ctx, cp.NS, filepath.Join(t.Cfg.BinDir, "kubectl"), cp.Kubeconfig, stdin, args...)

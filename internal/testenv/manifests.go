@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -8,11 +9,12 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 )
 
 // ManifestsDir is manifests/ of this repository (the kustomize sources of
 // dist/*.yaml).
-func ManifestsDir() string { return filepath.Join(RepoRoot(), "manifests") }
+func ManifestsDir() string { return filepath.Join(repo.Root(), "manifests") }
 
 // WebhookConfigurationFile is manifests/webhook/webhook-configuration.yaml,
 // the one source of the MutatingWebhookConfiguration: the kustomize base
@@ -29,19 +31,34 @@ func TunnelBindingFile() string {
 	return filepath.Join(ManifestsDir(), "tunnel-server", "base", "binding.yaml")
 }
 
-// KustomizeRaw renders a kustomization folder (absolute, or relative to the
-// repository root) with the kustomize built into the cached kubectl.
-func KustomizeRaw(t TB, dir string) []byte {
-	t.Helper()
+// RenderKustomize renders a kustomization folder (absolute, or relative to
+// the repository root) with the kustomize built into the cached kubectl. It
+// is the one place that runs kustomize; KustomizeRaw is its test form and
+// tools without a testing.TB (e2e/cmd/demo through e2e/harness) call it.
+func RenderKustomize(dir string) ([]byte, error) {
 	if !filepath.IsAbs(dir) {
-		dir = filepath.Join(RepoRoot(), dir)
+		dir = filepath.Join(repo.Root(), dir)
 	}
-	cmd := exec.Command(Bin(t, "kubectl"), "kustomize", dir)
+	bin, err := BinDir()
+	if err != nil {
+		return nil, fmt.Errorf("control-plane binaries: %w", err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "kubectl"), "kustomize", dir)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v: %s", dir, err, stderr.String())
+		return nil, fmt.Errorf("kubectl kustomize %s: %w: %s", dir, err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// KustomizeRaw is RenderKustomize failing the test on error.
+func KustomizeRaw(t TB, dir string) []byte {
+	t.Helper()
+	out, err := RenderKustomize(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -44,9 +44,6 @@ type TB interface {
 	TempDir() string
 }
 
-// RepoRoot is the root of this repository (repo.Root).
-func RepoRoot() string { return repo.Root() }
-
 var (
 	binOnce sync.Once
 	binDir  string
@@ -62,7 +59,7 @@ func BinDir() (string, error) {
 			binDir = d
 			return
 		}
-		cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "build-tools.sh"))
+		cmd := exec.Command(filepath.Join(repo.Root(), "hack", "build-tools.sh"))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		if err != nil {
@@ -225,7 +222,7 @@ func CRDs(o Options) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 // downloading the module through the Go module proxy on first use.
 func CertManagerCRDDir() (string, error) {
 	cmd := exec.Command("go", "mod", "download", "-json", "github.com/cert-manager/cert-manager@"+CertManagerVersion)
-	cmd.Dir = filepath.Join(RepoRoot(), "hack", "tools")
+	cmd.Dir = filepath.Join(repo.Root(), "hack", "tools")
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go mod download cert-manager %s: %w", CertManagerVersion, err)

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
@@ -901,7 +902,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Skip("starts a control plane")
 	}
 	we := startControlPlane(t, "")
-	manifests := filepath.Join(testenv.RepoRoot(), "manifests", "webhook")
+	manifests := filepath.Join(repo.Root(), "manifests", "webhook")
 	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml"} {
 		we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, f))
 	}

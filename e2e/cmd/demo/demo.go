@@ -74,7 +74,7 @@ func binary(root, name string) (string, error) {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	root := testenv.RepoRoot()
+	root := repo.Root()
 	version := d.opts.version
 	if version == "" {
 		version = fixtures.Newest()
@@ -102,7 +102,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bindingYAML, bindingSrc, err := harness.BindingYAML(root, filepath.Join(binDir, "kubectl"))
+	bindingYAML, bindingSrc, err := harness.BindingYAML()
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	d.section("Home has no address cloud can reach")
 	homeAPI := net.JoinHostPort(harness.HomeAPIIP, strconv.Itoa(harness.HomeAPIPort))
-	res, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: homeAPI, Timeout: 3 * time.Second})
+	res, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: homeAPI, Timeout: 3 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	d.section("mTLS to the home gateway through the tunnel (the tunnel never sees plaintext)")
-	m, err := topo.Helper(ctx, topo.Cloud, harness.HelperRequest{Op: "mtls", Addr: gw, ServerName: identity,
+	m, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "mtls", Addr: gw, ServerName: identity,
 		CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
 		Bytes: 8 << 20, Streams: 1, Timeout: 20 * time.Second})
 	if err != nil {
@@ -296,7 +296,7 @@ func (d *demo) run(ctx context.Context) error {
 }
 
 func (d *demo) probe(ctx context.Context, url string) error {
-	p, err := d.topo.Helper(ctx, d.topo.Cloud, harness.HelperRequest{Op: "probe", URL: url, Timeout: 10 * time.Second})
+	p, err := harness.RunHelper(ctx, d.topo.Cloud, harness.HelperRequest{Op: "probe", URL: url, Timeout: 10 * time.Second})
 	if err != nil {
 		return err
 	}
