@@ -25,9 +25,13 @@ import (
 type demo struct {
 	opts options
 	out  io.Writer
-	topo *harness.Topology
-	work string
 	step int
+
+	// Set by start.
+	binDir     string // control-plane binaries (kubectl)
+	work       string
+	topo       *harness.Topology
+	bindingSrc string // where the binding Services came from
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -73,8 +77,18 @@ func binary(root, name string) (string, error) {
 	return path, nil
 }
 
+// stored is what the demo reads back from the rewritten objects in cloud
+// and uses in the later steps.
+type stored struct {
+	kubeconfigs []string // the stored credentials' kubeconfigs, written to files
+	probeURL    string   // the probe as the service mirror sends it
+	gateway     string   // the Link's gatewayAddress:gatewayPort
+	identity    string   // the Link's gatewayIdentity
+}
+
+// run is the demo: each step prints one numbered section and fails the demo
+// when what it shows does not hold.
 func (d *demo) run(ctx context.Context) error {
-	root := repo.Root()
 	version := d.opts.version
 	if version == "" {
 		version = fixtures.Newest()
@@ -84,9 +98,39 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.say("l5d-tunnel demo: link a home cluster with no public IP to a cloud cluster (Linkerd %s).", version)
 	d.say("Everything runs on this machine; Ctrl-C stops it and removes what it made.")
+	if err := d.start(ctx); err != nil {
+		return err
+	}
+	if err := d.showIsolation(ctx); err != nil {
+		return err
+	}
+	if err := d.installBinding(ctx); err != nil {
+		return err
+	}
+	output, err := d.applyLink(ctx, version)
+	if err != nil {
+		return err
+	}
+	st, err := d.showRewrites(ctx, output)
+	if err != nil {
+		return err
+	}
+	if err := d.useThroughTunnel(ctx, st); err != nil {
+		return err
+	}
+	if d.opts.once {
+		d.say("\n--once: done.")
+		return nil
+	}
+	return d.serve(ctx, st)
+}
 
+// start builds the binaries and brings the topology up.
+func (d *demo) start(ctx context.Context) error {
 	d.section("Build and start")
-	binDir, err := testenv.BinDir()
+	root := repo.Root()
+	var err error
+	d.binDir, err = testenv.BinDir()
 	if err != nil {
 		return fmt.Errorf("control-plane binaries: %w", err)
 	}
@@ -106,6 +150,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.bindingSrc = bindingSrc
 	if err := os.MkdirAll(filepath.Join(root, ".cache"), 0o755); err != nil {
 		return err
 	}
@@ -115,7 +160,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	start := time.Now()
 	d.topo, err = harness.Up(ctx, harness.Config{
-		WorkDir: d.work, BinDir: binDir, TunnelBin: tunnelBin, WebhookBin: webhookBin,
+		WorkDir: d.work, BinDir: d.binDir, TunnelBin: tunnelBin, WebhookBin: webhookBin,
 		WebhookConfig: hookCfg, Binding: bindingYAML, TunnelTLS: !d.opts.ws,
 		Logf: func(f string, a ...any) { d.say("   "+f, a...) },
 	})
@@ -128,10 +173,14 @@ func (d *demo) run(ctx context.Context) error {
 		topo.HomeCP.URL(), harness.HomeGatewayIP, harness.GatewayPort, harness.LinkerdALPN, harness.ProbePort)
 	d.say("   cloud: kube-apiserver %s, webhook, tunnel server (websocket %s)", topo.CloudCP.URL(), topo.TunnelURL())
 	d.say("   tunnel client in home dials out to the cloud; nothing dials into home")
+	return nil
+}
 
+// showIsolation shows that cloud cannot dial home.
+func (d *demo) showIsolation(ctx context.Context) error {
 	d.section("Home has no address cloud can reach")
 	homeAPI := net.JoinHostPort(harness.HomeAPIIP, strconv.Itoa(harness.HomeAPIPort))
-	res, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "dial", Addr: homeAPI, Timeout: 3 * time.Second})
+	res, err := harness.RunHelper(ctx, d.topo.Cloud, harness.HelperRequest{Op: "dial", Addr: homeAPI, Timeout: 3 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -139,112 +188,141 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("cloud reached home's API server %s directly: the topology is wrong", homeAPI)
 	}
 	d.say("   from cloud, dial %s (home API server): %s", homeAPI, res.Err)
+	return nil
+}
 
+// installBinding creates the tunnel binding Services in cloud and waits for
+// the webhook.
+func (d *demo) installBinding(ctx context.Context) error {
 	d.section("Install the tunnel binding in cloud")
-	d.say("   from %s:", bindingSrc)
+	d.say("   from %s:", d.bindingSrc)
+	topo := d.topo
 	if err := topo.CreateBinding(ctx); err != nil {
 		return err
 	}
 	b := topo.Binding
 	d.say("   Service %s/%s (ClusterIP: api %d, probe %d), Service %s/%s (headless: gateway %d), labelled %s=%s",
 		b.Namespace, b.Service, b.APIPort, b.ProbePort, b.Namespace, b.Headless, b.GatewayPort, mutate.LabelLink, harness.LinkName)
-	if err := topo.WaitWebhookLive(ctx, time.Minute); err != nil {
-		return err
-	}
+	return topo.WaitWebhookLive(ctx, time.Minute)
+}
 
+// applyLink applies the fixture's link output, with home's real
+// credentials, to cloud and returns what was applied.
+func (d *demo) applyLink(ctx context.Context, version string) ([]byte, error) {
 	d.section("Apply the unmodified `linkerd multicluster link` output to cloud")
 	raw, err := fixtures.Raw(version, "link.yaml")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	output, err := harness.LinkOutput(raw, topo.HomeCredentials())
+	output, err := harness.LinkOutput(raw, d.topo.HomeCredentials())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.say("   (fixture %s/link.yaml with the home API server's real URL, CA and token, as the CLI would print them)", version)
 	d.say("   $ linkerd --context=home multicluster link --cluster-name home | kubectl --context=cloud apply -f -")
-	out, err := topo.Kubectl(ctx, topo.CloudCP, output, "apply", "-f", "-")
+	out, err := d.topo.Kubectl(ctx, d.topo.CloudCP, output, "apply", "-f", "-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.indent(string(out))
+	return output, nil
+}
 
+// showRewrites prints, for the probe Service, the credentials Secrets and
+// the Link, how the stored object differs from the applied one, and returns
+// what the later steps need from them.
+func (d *demo) showRewrites(ctx context.Context, output []byte) (stored, error) {
 	d.section("What the webhook changed (printed -> stored)")
+	var st stored
 	objs, err := fixtures.Decode(output)
 	if err != nil {
-		return err
+		return st, err
 	}
-	var kubeconfigs []string
-	var link *unstructured.Unstructured
-	var probeName, probeNS string
+	var link, probe *unstructured.Unstructured
 	for _, o := range objs {
 		isProbe := o.GetKind() == "Service" && o.GetLabels()["mirror.linkerd.io/mirrored-gateway"] == "true"
 		isSecret := o.GetKind() == "Secret" && fmt.Sprint(o.Object["type"]) == "mirror.linkerd.io/remote-kubeconfig"
 		if !isProbe && !isSecret && o.GetKind() != "Link" {
 			continue
 		}
-		got := &unstructured.Unstructured{}
-		got.SetGroupVersionKind(o.GroupVersionKind())
-		if err := topo.CloudCP.Client.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}, got); err != nil {
-			return err
-		}
-		d.say("   %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
-		lines := harness.Diff(o, got)
-		if isSecret {
-			kl, err := harness.DiffKubeconfig(o, got)
-			if err != nil {
-				return err
-			}
-			lines = append(lines, kl...)
-			enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
-			path := filepath.Join(d.work, "stored-"+got.GetNamespace()+".kubeconfig")
-			if err := writeB64(path, enc); err != nil {
-				return err
-			}
-			kubeconfigs = append(kubeconfigs, path)
-		}
-		for _, l := range lines {
-			if isDefaulted(l) {
-				continue // API server defaults, not the webhook
-			}
-			d.say("     %s", l)
+		got, err := d.showRewrite(ctx, o, isSecret, &st)
+		if err != nil {
+			return st, err
 		}
 		switch {
 		case isProbe:
-			probeName, probeNS = got.GetName(), got.GetNamespace()
+			probe = got
 		case o.GetKind() == "Link":
 			link = got
 		}
 	}
-	if link == nil || probeName == "" || len(kubeconfigs) == 0 {
-		return fmt.Errorf("the link output lacks a Link, probe Service or credentials Secret")
+	if link == nil || probe == nil || len(st.kubeconfigs) == 0 {
+		return st, fmt.Errorf("the link output lacks a Link, probe Service or credentials Secret")
 	}
-	if err := topo.WriteCloudDNS(ctx); err != nil {
-		return err
+	if err := d.topo.WriteCloudDNS(ctx); err != nil {
+		return st, err
 	}
+	probePath, _, _ := unstructured.NestedString(link.Object, "spec", "probeSpec", "path")
+	probePort := fieldString(link.Object, "spec", "probeSpec", "port")
+	st.probeURL = fmt.Sprintf("http://%s.%s.svc.cluster.local:%s%s", probe.GetName(), probe.GetNamespace(), probePort, probePath)
+	gwAddr, _, _ := unstructured.NestedString(link.Object, "spec", "gatewayAddress")
+	st.gateway = gwAddr + ":" + fieldString(link.Object, "spec", "gatewayPort")
+	st.identity, _, _ = unstructured.NestedString(link.Object, "spec", "gatewayIdentity")
+	return st, nil
+}
 
+// showRewrite prints how the stored copy of o differs from o and returns the
+// stored copy; a credentials Secret's stored kubeconfig is written to a file
+// and added to st.kubeconfigs.
+func (d *demo) showRewrite(ctx context.Context, o *unstructured.Unstructured, isSecret bool, st *stored) (*unstructured.Unstructured, error) {
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(o.GroupVersionKind())
+	if err := d.topo.CloudCP.Client.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}, got); err != nil {
+		return nil, err
+	}
+	d.say("   %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+	lines := harness.Diff(o, got)
+	if isSecret {
+		kl, err := harness.DiffKubeconfig(o, got)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, kl...)
+		enc, _, _ := unstructured.NestedString(got.Object, "data", "kubeconfig")
+		path := filepath.Join(d.work, "stored-"+got.GetNamespace()+".kubeconfig")
+		if err := writeB64(path, enc); err != nil {
+			return nil, err
+		}
+		st.kubeconfigs = append(st.kubeconfigs, path)
+	}
+	for _, l := range lines {
+		if isDefaulted(l) {
+			continue // API server defaults, not the webhook
+		}
+		d.say("     %s", l)
+	}
+	return got, nil
+}
+
+// useThroughTunnel uses the stored credentials, the probe and the gateway
+// from cloud: every one of them reaches home only through the tunnel.
+func (d *demo) useThroughTunnel(ctx context.Context, st stored) error {
+	topo := d.topo
 	d.section("kubectl get services in HOME, from cloud, with the stored credentials (through the tunnel)")
 	d.say("   $ kubectl --kubeconfig <cluster-credentials-home kubeconfig> get services -A   (in cloud)")
-	out, err = harness.KubectlWith(ctx, topo.Cloud, filepath.Join(binDir, "kubectl"), kubeconfigs[0], nil, "get", "services", "-A")
+	out, err := harness.KubectlWith(ctx, topo.Cloud, filepath.Join(d.binDir, "kubectl"), st.kubeconfigs[0], nil, "get", "services", "-A")
 	if err != nil {
 		return err
 	}
 	d.indent(string(out))
 
-	probePath, _, _ := unstructured.NestedString(link.Object, "spec", "probeSpec", "path")
-	probePort := fieldString(link.Object, "spec", "probeSpec", "port")
-	probeURL := fmt.Sprintf("http://%s.%s.svc.cluster.local:%s%s", probeName, probeNS, probePort, probePath)
-	gwAddr, _, _ := unstructured.NestedString(link.Object, "spec", "gatewayAddress")
-	gw := gwAddr + ":" + fieldString(link.Object, "spec", "gatewayPort")
-	identity, _, _ := unstructured.NestedString(link.Object, "spec", "gatewayIdentity")
-
 	d.section("The gateway probe, as Linkerd's service mirror sends it")
-	if err := d.probe(ctx, probeURL); err != nil {
+	if err := d.probe(ctx, st.probeURL); err != nil {
 		return err
 	}
 
 	d.section("mTLS to the home gateway through the tunnel (the tunnel never sees plaintext)")
-	m, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "mtls", Addr: gw, ServerName: identity,
+	m, err := harness.RunHelper(ctx, topo.Cloud, harness.HelperRequest{Op: "mtls", Addr: st.gateway, ServerName: st.identity,
 		CAFile: topo.IdentityCAFile, CertFile: topo.ClientCertFile, KeyFile: topo.ClientKeyFile,
 		Bytes: 8 << 20, Streams: 1, Timeout: 20 * time.Second})
 	if err != nil {
@@ -254,22 +332,22 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("mTLS echo: %s", m.Err)
 	}
 	tr := m.Transfers[0]
-	d.say("   dial %s as %s", gw, identity)
+	d.say("   dial %s as %s", st.gateway, st.identity)
 	d.say("   %s, ALPN %s, server certificate for %v (issued by the home trust anchor)", m.TLSVersion, m.ALPN, m.PeerNames)
 	d.say("   echoed %d bytes, sha256 sent %s… = received %s…", tr.Received, tr.SentSHA[:16], tr.GotSHA[:16])
 
 	d.section("Live tunnel metrics (tunnel server /metrics, l5d_tunnel_*)")
-	if err := d.metrics(); err != nil {
-		return err
-	}
+	return d.metrics()
+}
 
-	if d.opts.once {
-		d.say("\n--once: done.")
-		return nil
-	}
+// serve keeps the link up until ctx ends, probing and printing the metrics
+// every 15s, and fails when a process of the topology exits.
+func (d *demo) serve(ctx context.Context, st stored) error {
+	topo := d.topo
+	kubectl := filepath.Join(d.binDir, "kubectl")
 	d.section("Up. Try it yourself (as root), Ctrl-C to stop")
-	d.say("   ip netns exec %s %s --kubeconfig %s get services -A", topo.Cloud.Name, filepath.Join(binDir, "kubectl"), kubeconfigs[0])
-	d.say("   ip netns exec %s %s --kubeconfig %s get links -A -o yaml", topo.Cloud.Name, filepath.Join(binDir, "kubectl"), topo.CloudCP.Kubeconfig)
+	d.say("   ip netns exec %s %s --kubeconfig %s get services -A", topo.Cloud.Name, kubectl, st.kubeconfigs[0])
+	d.say("   ip netns exec %s %s --kubeconfig %s get links -A -o yaml", topo.Cloud.Name, kubectl, topo.CloudCP.Kubeconfig)
 	d.say("   ip netns exec %s curl -s http://%s/metrics | grep ^l5d_tunnel_", topo.Cloud.Name, harness.TunnelServerAdmin())
 	d.say("   logs: %s/*.log", d.work)
 	tick := time.NewTicker(15 * time.Second)
@@ -285,7 +363,7 @@ func (d *demo) run(ctx context.Context) error {
 				}
 			}
 			d.say("\n-- %s", time.Now().Format("15:04:05"))
-			if err := d.probe(ctx, probeURL); err != nil {
+			if err := d.probe(ctx, st.probeURL); err != nil {
 				d.say("   probe: %v", err)
 			}
 			if err := d.metrics(); err != nil {
