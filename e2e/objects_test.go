@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -312,11 +311,6 @@ func (lt *linkTest) checkOriginal(got *linkObjects) []string {
 		}
 	}
 	return p
-}
-
-func prettyJSON(v any) string {
-	b, _ := json.MarshalIndent(v, "", "  ")
-	return string(b)
 }
 
 // objectDiff shows the fields that differ between two versions of an object
