@@ -1,6 +1,3 @@
-// Command tunnel runs either end of the l5d-tunnel: `tunnel server` in the
-// routable cloud cluster, `tunnel client` in the home cluster that dials out.
-// See docs/tunnel.md.
 package main
 
 import (

@@ -1,5 +1,3 @@
-// Command webhook is the l5d-tunnel mutating admission webhook and
-// reconciler; see internal/webhook and docs/webhook.md.
 package main
 
 import (

@@ -1,10 +1,3 @@
-// Package testenv starts real Kubernetes control planes for the integration,
-// manifest and end-to-end tests: kube-apiserver and etcd (and, where asked,
-// kube-controller-manager) built from the Go module proxy by
-// hack/build-tools.sh, driven by controller-runtime's envtest.
-//
-// Tests never skip when the binaries are missing: BinDir builds them (a
-// warm build only checks a stamp file).
 package testenv
 
 import (

@@ -1,6 +1,3 @@
-// Package testpki issues throwaway certificates for tests and the demo: a
-// self-signed CA that signs leaf certificates, the way cert-manager's CA
-// Issuer does.
 package testpki
 
 import (

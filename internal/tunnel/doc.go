@@ -1,7 +1,7 @@
 // Package tunnel is the runtime behind `tunnel server` and `tunnel client`:
 // listeners, the client-session registry, upstream dialing, the admin HTTP
 // endpoints (/healthz, /readyz, /metrics), the reconnect loop and graceful
-// drain. The wire format lives in pkg/smux.
+// drain. The wire format lives in pkg/smux. Only cmd/tunnel imports it.
 //
 // Server: owns the named TCP listeners. Each accepted connection becomes a
 // stream on the newest live client session, opened with a header naming the

@@ -1,7 +1,8 @@
 // Package smux is the wire layer of l5d-tunnel: a net.Conn adapter over a
 // gorilla/websocket connection (Conn), a session layer speaking smux protocol
 // version 2 (Session, Stream), and the small versioned header that opens
-// every stream and names the listener it belongs to.
+// every stream and names the listener it belongs to. Any package may import
+// it (it imports only gorilla/websocket); internal/tunnel does.
 //
 // Layering, from the socket up:
 //

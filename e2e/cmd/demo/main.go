@@ -1,8 +1,3 @@
-// Command demo runs the whole l5d-tunnel flow on one machine and narrates it:
-// a "home" cluster nobody can reach, a "cloud" cluster, the unmodified
-// `linkerd multicluster link` output applied to cloud, and traffic reaching
-// home through the tunnel. `make demo` runs it; it needs root (network
-// namespaces). See docs/e2e.md.
 package main
 
 import (
