@@ -216,7 +216,7 @@ func checkRewritten(t testing.TB, kind mutate.Kind, u *unstructured.Unstructured
 			}
 		}
 		ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
-		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]interface{})["port"]) != fmt.Sprint(b.ProbePort) {
+		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != fmt.Sprint(b.ProbePort) {
 			t.Errorf("probe Service ports %v, want one port %d", ports, b.ProbePort)
 		}
 		if u.GetLabels()[mutate.LinkerdLabelMirroredGateway] != "true" || u.GetLabels()[mutate.LinkerdLabelClusterName] != b.Cluster {

@@ -286,7 +286,7 @@ func (fc fixtureCase) transform(t testing.TB, version, file string) []*unstructu
 		}
 		if subjects, ok, _ := unstructured.NestedSlice(o.Object, "subjects"); ok {
 			for _, s := range subjects {
-				if m, ok := s.(map[string]interface{}); ok {
+				if m, ok := s.(map[string]any); ok {
 					if ns, ok := m["namespace"].(string); ok {
 						m["namespace"] = fc.ns(ns)
 					}
@@ -386,8 +386,8 @@ func originalErr(orig, stored *unstructured.Unstructured) error {
 		sj, _ := json.Marshal(s)
 		if kind == mutate.KindLink && p[1] == "probeSpec" {
 			// CRD defaults (timeout, failureThreshold) may be added.
-			op, _ := o.(map[string]interface{})
-			sp, _ := s.(map[string]interface{})
+			op, _ := o.(map[string]any)
+			sp, _ := s.(map[string]any)
 			oj, _ = json.Marshal(op["port"])
 			sj, _ = json.Marshal(sp["port"])
 		}
@@ -398,11 +398,11 @@ func originalErr(orig, stored *unstructured.Unstructured) error {
 	return nil
 }
 
-func portNumbers(v interface{}) []interface{} {
-	l, _ := v.([]interface{})
-	var out []interface{}
+func portNumbers(v any) []any {
+	l, _ := v.([]any)
+	var out []any
 	for _, p := range l {
-		if m, ok := p.(map[string]interface{}); ok {
+		if m, ok := p.(map[string]any); ok {
 			out = append(out, fmt.Sprint(m["name"], ":", m["port"]))
 		}
 	}
@@ -806,7 +806,7 @@ func testDryRun(t *testing.T, we *webhookEnv) {
 	b.Namespace = trustedNS
 	links := linkObjectsOf(fc.transform(t, fixtures.Newest(), "link.yaml"))
 	out := we.kubectl(t, toYAML(t, links), "apply", "--dry-run=server", "-o", "json", "-f", "-")
-	var list struct{ Items []map[string]interface{} }
+	var list struct{ Items []map[string]any }
 	if err := json.Unmarshal(out, &list); err != nil || len(list.Items) != len(links) {
 		t.Fatalf("dry-run output: %v, %d items, want %d", err, len(list.Items), len(links))
 	}

@@ -99,10 +99,10 @@ func classifySecret(obj *unstructured.Unstructured) (Kind, string) {
 
 // nestedString returns the string at path; ok is false when it is absent or
 // not a string.
-func nestedString(obj map[string]interface{}, path ...string) (string, bool) {
-	var cur interface{} = obj
+func nestedString(obj map[string]any, path ...string) (string, bool) {
+	var cur any = obj
 	for _, p := range path {
-		m, ok := cur.(map[string]interface{})
+		m, ok := cur.(map[string]any)
 		if !ok {
 			return "", false
 		}
@@ -115,23 +115,23 @@ func nestedString(obj map[string]interface{}, path ...string) (string, bool) {
 	return s, ok
 }
 
-func stringAt(obj map[string]interface{}, path ...string) string {
+func stringAt(obj map[string]any, path ...string) string {
 	s, _ := nestedString(obj, path...)
 	return s
 }
 
 // stringMapAt returns the string values of the map at path (other values are
 // skipped); nil when absent or not a map.
-func stringMapAt(obj map[string]interface{}, path ...string) map[string]string {
-	var cur interface{} = obj
+func stringMapAt(obj map[string]any, path ...string) map[string]string {
+	var cur any = obj
 	for _, p := range path {
-		m, ok := cur.(map[string]interface{})
+		m, ok := cur.(map[string]any)
 		if !ok {
 			return nil
 		}
 		cur = m[p]
 	}
-	m, ok := cur.(map[string]interface{})
+	m, ok := cur.(map[string]any)
 	if !ok {
 		return nil
 	}

@@ -114,7 +114,7 @@ metadata: {name: cluster-credentials-home, namespace: linkerd-multicluster, labe
 	if k, c := Classify(nil); k != KindNone || c != "" {
 		t.Errorf("Classify(nil) = %q, %q", k, c)
 	}
-	bad := &unstructured.Unstructured{Object: map[string]interface{}{"apiVersion": "a/b/c", "kind": "Link", "metadata": map[string]interface{}{"name": "home"}}}
+	bad := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "a/b/c", "kind": "Link", "metadata": map[string]any{"name": "home"}}}
 	if k, _ := Classify(bad); k != KindNone {
 		t.Errorf("Classify(bad apiVersion) = %q", k)
 	}

@@ -17,7 +17,7 @@ func TestConcurrentMutate(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := testBinding()
-	before := make([]map[string]interface{}, len(objs))
+	before := make([]map[string]any, len(objs))
 	for i, o := range objs {
 		before[i] = o.DeepCopy().Object
 	}

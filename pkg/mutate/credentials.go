@@ -20,7 +20,7 @@ import (
 // kubeconfigDoc), and restore edits them back, so a kubeconfig comes back
 // byte for byte. Errors and warnings never quote the kubeconfig.
 type credentialsRewriter struct {
-	data        map[string]interface{}
+	data        map[string]any
 	raw         []byte
 	config      *clientcmdapi.Config
 	cluster     *clientcmdapi.Cluster
@@ -36,13 +36,13 @@ var credentialsFields = []field{
 func (c *credentialsRewriter) fields() []field { return credentialsFields }
 
 func (c *credentialsRewriter) read(u *unstructured.Unstructured) (values, error) {
-	if sd, ok := u.Object["stringData"].(map[string]interface{}); ok {
+	if sd, ok := u.Object["stringData"].(map[string]any); ok {
 		if _, ok := sd[LinkerdKubeconfigKey]; ok {
 			return nil, fmt.Errorf("stringData.%s is set; only data.%s is rewritten", LinkerdKubeconfigKey, LinkerdKubeconfigKey)
 		}
 	}
 	var ok bool
-	if c.data, ok = u.Object["data"].(map[string]interface{}); !ok {
+	if c.data, ok = u.Object["data"].(map[string]any); !ok {
 		return nil, fmt.Errorf("data is a %s, want an object", jsonType(u.Object["data"]))
 	}
 	raw, ok := c.data[LinkerdKubeconfigKey]

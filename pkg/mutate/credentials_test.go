@@ -199,7 +199,7 @@ func TestMutateCredentials(t *testing.T) {
 		"data.kubeconfig is a number": {
 			in: func() *unstructured.Unstructured {
 				u := secret(t, ipKC, nil)
-				u.Object["data"] = map[string]interface{}{"kubeconfig": int64(12)}
+				u.Object["data"] = map[string]any{"kubeconfig": int64(12)}
 				return u
 			}(),
 			b:       b,
@@ -208,7 +208,7 @@ func TestMutateCredentials(t *testing.T) {
 		"data.kubeconfig missing": {
 			in: func() *unstructured.Unstructured {
 				u := secret(t, ipKC, nil)
-				u.Object["data"] = map[string]interface{}{"token": base64.StdEncoding.EncodeToString([]byte(testToken))}
+				u.Object["data"] = map[string]any{"token": base64.StdEncoding.EncodeToString([]byte(testToken))}
 				return u
 			}(),
 			b: b, warning: "data.kubeconfig is missing",
@@ -224,7 +224,7 @@ func TestMutateCredentials(t *testing.T) {
 		"stringData.kubeconfig set": {
 			in: func() *unstructured.Unstructured {
 				u := secret(t, ipKC, nil)
-				u.Object["stringData"] = map[string]interface{}{"kubeconfig": "apiVersion: v1"}
+				u.Object["stringData"] = map[string]any{"kubeconfig": "apiVersion: v1"}
 				return u
 			}(),
 			b: b, warning: "stringData.kubeconfig is set",

@@ -14,15 +14,15 @@ import (
 // A webhook or reconciler classifies the object, looks up the binding of its
 // cluster among the labelled Services, and stores what Mutate returns.
 func ExampleMutate() {
-	link := &unstructured.Unstructured{Object: map[string]interface{}{
+	link := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "multicluster.linkerd.io/v1alpha3",
 		"kind":       "Link",
-		"metadata":   map[string]interface{}{"name": "home", "namespace": "linkerd-multicluster"},
-		"spec": map[string]interface{}{
+		"metadata":   map[string]any{"name": "home", "namespace": "linkerd-multicluster"},
+		"spec": map[string]any{
 			"targetClusterName": "home",
 			"gatewayAddress":    "203.0.113.10",
 			"gatewayPort":       "4143",
-			"probeSpec":         map[string]interface{}{"path": "/ready", "port": "4191"},
+			"probeSpec":         map[string]any{"path": "/ready", "port": "4191"},
 		},
 	}}
 	labels := map[string]string{mutate.LabelLink: "home"}
@@ -47,13 +47,13 @@ func ExampleMutate() {
 		fmt.Println("mutate:", err)
 		return
 	}
-	spec := out.Object["spec"].(map[string]interface{})
+	spec := out.Object["spec"].(map[string]any)
 	fmt.Println(kind, cluster, changed, len(warnings))
-	fmt.Println(spec["gatewayAddress"], spec["gatewayPort"], spec["probeSpec"].(map[string]interface{})["port"])
+	fmt.Println(spec["gatewayAddress"], spec["gatewayPort"], spec["probeSpec"].(map[string]any)["port"])
 	fmt.Println(out.GetAnnotations()[mutate.AnnotationOriginalGatewayAddress])
 
 	restored, _, _, _ := mutate.Mutate(out, nil, mutate.DefaultOptions())
-	fmt.Println(restored.Object["spec"].(map[string]interface{})["gatewayAddress"], len(restored.GetAnnotations()))
+	fmt.Println(restored.Object["spec"].(map[string]any)["gatewayAddress"], len(restored.GetAnnotations()))
 	// Output:
 	// link home true 0
 	// tunnel-home-gw.linkerd-tunnel.svc.cluster.local 14143 14191

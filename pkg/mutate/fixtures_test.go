@@ -134,20 +134,20 @@ func asAdmitted(t testing.TB, o *unstructured.Unstructured, i int) *unstructured
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	switch {
 	case u.GetKind() == "Service" && u.GetAPIVersion() == "v1":
-		spec, _ := u.Object["spec"].(map[string]interface{})
+		spec, _ := u.Object["spec"].(map[string]any)
 		setDefault(spec, "type", "ClusterIP")
 		setDefault(spec, "sessionAffinity", "None")
 		if spec["type"] == "ClusterIP" {
 			setDefault(spec, "internalTrafficPolicy", "Cluster")
 			ip := fmt.Sprintf("10.96.%d.%d", i/200, 10+i%200)
 			setDefault(spec, "clusterIP", ip)
-			setDefault(spec, "clusterIPs", []interface{}{spec["clusterIP"]})
-			setDefault(spec, "ipFamilies", []interface{}{"IPv4"})
+			setDefault(spec, "clusterIPs", []any{spec["clusterIP"]})
+			setDefault(spec, "ipFamilies", []any{"IPv4"})
 			setDefault(spec, "ipFamilyPolicy", "SingleStack")
 		}
-		ports, _ := spec["ports"].([]interface{})
+		ports, _ := spec["ports"].([]any)
 		for _, p := range ports {
-			pm := p.(map[string]interface{})
+			pm := p.(map[string]any)
 			setDefault(pm, "protocol", "TCP")
 			setDefault(pm, "targetPort", pm["port"])
 		}
@@ -162,7 +162,7 @@ func asAdmitted(t testing.TB, o *unstructured.Unstructured, i int) *unstructured
 	return u
 }
 
-func setDefault(m map[string]interface{}, k string, v interface{}) {
+func setDefault(m map[string]any, k string, v any) {
 	if _, ok := m[k]; !ok {
 		m[k] = v
 	}
@@ -171,11 +171,11 @@ func setDefault(m map[string]interface{}, k string, v interface{}) {
 func checkProbe(t *testing.T, in, out *unstructured.Unstructured) {
 	t.Helper()
 	checkExternalNameValid(t, out)
-	spec := out.Object["spec"].(map[string]interface{})
+	spec := out.Object["spec"].(map[string]any)
 	if spec["externalName"] != tunnelFQDN {
 		t.Errorf("externalName = %v", spec["externalName"])
 	}
-	port := spec["ports"].([]interface{})[0].(map[string]interface{})
+	port := spec["ports"].([]any)[0].(map[string]any)
 	if port["port"] != int64(14191) || port["targetPort"] != int64(14191) || port["name"] != "mc-probe" {
 		t.Errorf("port = %v", port)
 	}
@@ -248,10 +248,10 @@ func checkAnnotationsKept(t *testing.T, in, out *unstructured.Unstructured) {
 func checkLink(t *testing.T, in, out *unstructured.Unstructured) {
 	t.Helper()
 	want := in.DeepCopy()
-	spec := want.Object["spec"].(map[string]interface{})
+	spec := want.Object["spec"].(map[string]any)
 	spec["gatewayAddress"] = headlessFQDN
 	spec["gatewayPort"] = "14143"
-	spec["probeSpec"].(map[string]interface{})["port"] = "14191"
+	spec["probeSpec"].(map[string]any)["port"] = "14191"
 	ann, _ := annotationsOf(in)
 	ann[AnnotationRewrittenFor] = "linkerd-tunnel/tunnel-home"
 	ann[AnnotationRewrittenValues] = `{"gateway-address":"` + headlessFQDN + `","gateway-port":"14143","probe-port":"14191"}`
@@ -303,7 +303,7 @@ func checkCredentials(t *testing.T, in, out *unstructured.Unstructured) {
 func checkRoundTrip(t *testing.T, kind Kind, in, back *unstructured.Unstructured) {
 	t.Helper()
 	want := in.DeepCopy()
-	if md, ok := want.Object["metadata"].(map[string]interface{}); ok {
+	if md, ok := want.Object["metadata"].(map[string]any); ok {
 		if a, ok := md["annotations"]; ok && a == nil {
 			delete(md, "annotations")
 		}

@@ -46,7 +46,7 @@ func TestGolden(t *testing.T) {
 			compareGolden(t, filepath.Join(dir, base+".yaml"), y)
 			seen[base+".yaml"] = true
 			if kind == KindCredentials {
-				enc := out.Object["data"].(map[string]interface{})["kubeconfig"].(string)
+				enc := out.Object["data"].(map[string]any)["kubeconfig"].(string)
 				kc, err := base64.StdEncoding.DecodeString(enc)
 				if err != nil {
 					t.Fatal(err)

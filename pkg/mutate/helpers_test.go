@@ -71,7 +71,7 @@ metadata:
   namespace: linkerd-multicluster
 type: mirror.linkerd.io/remote-kubeconfig
 `)
-	u.Object["data"] = map[string]interface{}{"kubeconfig": kc}
+	u.Object["data"] = map[string]any{"kubeconfig": kc}
 	if annotations != nil {
 		u.SetAnnotations(annotations)
 	}
@@ -127,7 +127,7 @@ func checkNoLeak(t testing.TB, in *unstructured.Unstructured, warnings []string)
 	if in.GetKind() != "Secret" {
 		return
 	}
-	data, _ := in.Object["data"].(map[string]interface{})
+	data, _ := in.Object["data"].(map[string]any)
 	for _, w := range warnings {
 		for _, secretish := range []string{testToken, "not-a-real-ca", "192.168.1.10", "home-api.example.internal", "eyJ"} {
 			if strings.Contains(w, secretish) {
@@ -148,4 +148,4 @@ func diff(want, got *unstructured.Unstructured) string {
 }
 
 // diffAny compares any two values.
-func diffAny(want, got interface{}) string { return cmp.Diff(want, got) }
+func diffAny(want, got any) string { return cmp.Diff(want, got) }

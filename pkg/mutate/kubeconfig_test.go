@@ -364,7 +364,7 @@ func kubeconfigOf(t testing.TB, u *unstructured.Unstructured) string {
 // withoutServer decodes a kubeconfig as a plain YAML tree and removes server
 // and tls-server-name from the cluster entry of the current context, so that
 // two kubeconfigs can be compared in everything else.
-func withoutServer(t testing.TB, kc string) interface{} {
+func withoutServer(t testing.TB, kc string) any {
 	t.Helper()
 	tree, ok := yamlWithoutServer(kc)
 	if !ok {
@@ -374,19 +374,19 @@ func withoutServer(t testing.TB, kc string) interface{} {
 }
 
 // yamlWithoutServer is withoutServer for input that may not be YAML.
-func yamlWithoutServer(kc string) (tree interface{}, ok bool) {
-	var doc map[string]interface{}
+func yamlWithoutServer(kc string) (tree any, ok bool) {
+	var doc map[string]any
 	if yaml.Unmarshal([]byte(kc), &doc) != nil {
 		return nil, false
 	}
 	var cluster string
 	for _, c := range asList(doc["contexts"]) {
-		if m, _ := c.(map[string]interface{}); m != nil && m["name"] == doc["current-context"] {
+		if m, _ := c.(map[string]any); m != nil && m["name"] == doc["current-context"] {
 			cluster, _ = asMap(m["context"])["cluster"].(string)
 		}
 	}
 	for _, c := range asList(doc["clusters"]) {
-		if m, _ := c.(map[string]interface{}); m != nil && m["name"] == cluster {
+		if m, _ := c.(map[string]any); m != nil && m["name"] == cluster {
 			delete(asMap(m["cluster"]), "server")
 			delete(asMap(m["cluster"]), "tls-server-name")
 		}
@@ -394,8 +394,8 @@ func yamlWithoutServer(kc string) (tree interface{}, ok bool) {
 	return doc, true
 }
 
-func asList(v interface{}) []interface{}         { l, _ := v.([]interface{}); return l }
-func asMap(v interface{}) map[string]interface{} { m, _ := v.(map[string]interface{}); return m }
+func asList(v any) []any         { l, _ := v.([]any); return l }
+func asMap(v any) map[string]any { m, _ := v.(map[string]any); return m }
 
 // TestKubeconfigKeptByteForByte rewrites kubeconfigs of every shape and
 // checks that only server and tls-server-name of the one cluster entry

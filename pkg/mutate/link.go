@@ -14,7 +14,7 @@ import (
 // its probe at the binding's probe port, keeping each port's JSON type
 // (string in every CRD version, a number in some older CLIs' output).
 type linkRewriter struct {
-	spec, probe                  map[string]interface{}
+	spec, probe                  map[string]any
 	gatewayPortNum, probePortNum bool
 }
 
@@ -32,10 +32,10 @@ func (l *linkRewriter) read(u *unstructured.Unstructured) (values, error) {
 		return nil, fmt.Errorf("Link version %q is not one this webhook knows (%s)", gv.Version, strings.Join(linkVersions, ", "))
 	}
 	var ok bool
-	if l.spec, ok = u.Object["spec"].(map[string]interface{}); !ok {
+	if l.spec, ok = u.Object["spec"].(map[string]any); !ok {
 		return nil, fmt.Errorf("spec is a %s, want an object", jsonType(u.Object["spec"]))
 	}
-	if l.probe, ok = l.spec["probeSpec"].(map[string]interface{}); !ok {
+	if l.probe, ok = l.spec["probeSpec"].(map[string]any); !ok {
 		return nil, fmt.Errorf("spec.probeSpec is a %s, want an object", jsonType(l.spec["probeSpec"]))
 	}
 	v := make(values, len(linkFields))

@@ -290,7 +290,7 @@ func annotationsOf(u *unstructured.Unstructured) (map[string]string, error) {
 	if !ok || md == nil {
 		return map[string]string{}, nil
 	}
-	m, ok := md.(map[string]interface{})
+	m, ok := md.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("metadata is a %s, want an object", jsonType(md))
 	}
@@ -298,7 +298,7 @@ func annotationsOf(u *unstructured.Unstructured) (map[string]string, error) {
 	if !ok || raw == nil {
 		return map[string]string{}, nil
 	}
-	am, ok := raw.(map[string]interface{})
+	am, ok := raw.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("metadata.annotations is a %s, want an object", jsonType(raw))
 	}
@@ -314,7 +314,7 @@ func annotationsOf(u *unstructured.Unstructured) (map[string]string, error) {
 }
 
 // jsonType names the JSON type of an unstructured value.
-func jsonType(v interface{}) string {
+func jsonType(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
@@ -324,9 +324,9 @@ func jsonType(v interface{}) string {
 		return "boolean"
 	case int64, int32, int, float64, float32, json.Number:
 		return "number"
-	case map[string]interface{}:
+	case map[string]any:
 		return "object"
-	case []interface{}:
+	case []any:
 		return "array"
 	}
 	return fmt.Sprintf("%T", v)

@@ -17,7 +17,7 @@ import (
 // so it is cleared too. Fields only LoadBalancer and NodePort Services carry
 // never appear: probe Services of other types are left alone with a warning.
 type probeRewriter struct {
-	port map[string]interface{} // the probe port entry of spec.ports
+	port map[string]any // the probe port entry of spec.ports
 }
 
 // foldReappliedProbePort handles the probe Service as a re-apply of the link
@@ -35,14 +35,14 @@ func foldReappliedProbePort(u *unstructured.Unstructured, st state) bool {
 	if !st.marker || !written.ok {
 		return false
 	}
-	spec, ok := u.Object["spec"].(map[string]interface{})
+	spec, ok := u.Object["spec"].(map[string]any)
 	if !ok {
 		return false
 	}
-	ports, _ := spec["ports"].([]interface{})
+	ports, _ := spec["ports"].([]any)
 	stale, keep, named := -1, -1, 0
 	for i, x := range ports {
-		pm, ok := x.(map[string]interface{})
+		pm, ok := x.(map[string]any)
 		if !ok {
 			return false
 		}
@@ -59,7 +59,7 @@ func foldReappliedProbePort(u *unstructured.Unstructured, st state) bool {
 	if named != 2 || stale < 0 || keep < 0 {
 		return false
 	}
-	out := make([]interface{}, 0, len(ports)-1)
+	out := make([]any, 0, len(ports)-1)
 	out = append(out, ports[:stale]...)
 	spec["ports"] = append(out, ports[stale+1:]...)
 	return true
@@ -81,7 +81,7 @@ var probeFields = []field{
 func (p *probeRewriter) fields() []field { return probeFields }
 
 func (p *probeRewriter) read(u *unstructured.Unstructured) (values, error) {
-	spec, ok := u.Object["spec"].(map[string]interface{})
+	spec, ok := u.Object["spec"].(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("spec is a %s, want an object", jsonType(u.Object["spec"]))
 	}
@@ -114,13 +114,13 @@ func (p *probeRewriter) read(u *unstructured.Unstructured) (values, error) {
 		return nil, fmt.Errorf("spec.clusterIP is None; headless probe Services are not rewritten")
 	}
 
-	ports, ok := spec["ports"].([]interface{})
+	ports, ok := spec["ports"].([]any)
 	if !ok || len(ports) == 0 {
 		return nil, fmt.Errorf("spec.ports is a %s, want a non-empty array", jsonType(spec["ports"]))
 	}
 	var named []int
 	for i, x := range ports {
-		pm, ok := x.(map[string]interface{})
+		pm, ok := x.(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("spec.ports[%d] is a %s, want an object", i, jsonType(x))
 		}
@@ -141,7 +141,7 @@ func (p *probeRewriter) read(u *unstructured.Unstructured) (values, error) {
 		}
 		idx = 0
 	}
-	p.port = ports[idx].(map[string]interface{})
+	p.port = ports[idx].(map[string]any)
 	path := fmt.Sprintf("spec.ports[%d]", idx)
 	raw, ok := p.port["port"]
 	if !ok {
@@ -172,7 +172,7 @@ func (p *probeRewriter) tunnel(b *Binding, opts Options, _ values) (values, erro
 }
 
 func (p *probeRewriter) write(u *unstructured.Unstructured, v values) error {
-	spec := u.Object["spec"].(map[string]interface{}) // read checked it
+	spec := u.Object["spec"].(map[string]any) // read checked it
 	for key, x := range v {
 		switch key {
 		case FieldServiceType:

@@ -40,22 +40,22 @@ func seedObjects(t testing.TB) []*unstructured.Unstructured {
 }
 
 // paths lists every node of a JSON tree.
-func paths(v interface{}, prefix []interface{}, out *[][]interface{}) {
+func paths(v any, prefix []any, out *[][]any) {
 	switch x := v.(type) {
-	case map[string]interface{}:
+	case map[string]any:
 		keys := make([]string, 0, len(x))
 		for k := range x {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			p := append(append([]interface{}{}, prefix...), k)
+			p := append(append([]any{}, prefix...), k)
 			*out = append(*out, p)
 			paths(x[k], p, out)
 		}
-	case []interface{}:
+	case []any:
 		for i := range x {
-			p := append(append([]interface{}{}, prefix...), i)
+			p := append(append([]any{}, prefix...), i)
 			*out = append(*out, p)
 			paths(x[i], p, out)
 		}
@@ -63,12 +63,12 @@ func paths(v interface{}, prefix []interface{}, out *[][]interface{}) {
 }
 
 // replaceAt sets (or with del, removes) the node at path.
-func replaceAt(root map[string]interface{}, path []interface{}, v interface{}, del bool) {
-	var cur interface{} = root
+func replaceAt(root map[string]any, path []any, v any, del bool) {
+	var cur any = root
 	for i, step := range path {
 		last := i == len(path)-1
 		switch c := cur.(type) {
-		case map[string]interface{}:
+		case map[string]any:
 			k := step.(string)
 			if last {
 				if del {
@@ -79,7 +79,7 @@ func replaceAt(root map[string]interface{}, path []interface{}, v interface{}, d
 				return
 			}
 			cur = c[k]
-		case []interface{}:
+		case []any:
 			j := step.(int)
 			if last {
 				c[j] = v
@@ -95,10 +95,10 @@ func replaceAt(root map[string]interface{}, path []interface{}, v interface{}, d
 	}
 }
 
-var substitutes = []interface{}{
+var substitutes = []any{
 	nil, true, false, int64(0), int64(-1), int64(7), int64(1 << 40), float64(1.5), "", "x", "14191", "None",
-	"ExternalName", "LoadBalancer", map[string]interface{}{}, map[string]interface{}{"a": "b"},
-	[]interface{}{}, []interface{}{int64(1), "two"}, "bm90IGEga3ViZWNvbmZpZw==", "{}", "{\"server\":1}",
+	"ExternalName", "LoadBalancer", map[string]any{}, map[string]any{"a": "b"},
+	[]any{}, []any{int64(1), "two"}, "bm90IGEga3ViZWNvbmZpZw==", "{}", "{\"server\":1}",
 }
 
 // TestRobustness substitutes random nodes of real objects with values of
@@ -113,7 +113,7 @@ func TestRobustness(t *testing.T) {
 	for i := 0; i < rounds; i++ {
 		in := seeds[rng.Intn(len(seeds))].DeepCopy()
 		for n := 1 + rng.Intn(2); n > 0; n-- {
-			var ps [][]interface{}
+			var ps [][]any
 			paths(in.Object, nil, &ps)
 			p := ps[rng.Intn(len(ps))]
 			replaceAt(in.Object, p, deepCopyJSON(substitutes[rng.Intn(len(substitutes))]), rng.Intn(5) == 0)
@@ -184,7 +184,7 @@ func checkComplete(t *testing.T, name string, kind Kind, out *unstructured.Unstr
 	}
 }
 
-func deepCopyJSON(v interface{}) interface{} {
+func deepCopyJSON(v any) any {
 	if v == nil {
 		return nil
 	}
@@ -192,8 +192,8 @@ func deepCopyJSON(v interface{}) interface{} {
 }
 
 // runtimeDeepCopy copies a JSON value of an unstructured object.
-func runtimeDeepCopy(v interface{}) interface{} {
-	u := &unstructured.Unstructured{Object: map[string]interface{}{"v": v}}
+func runtimeDeepCopy(v any) any {
+	u := &unstructured.Unstructured{Object: map[string]any{"v": v}}
 	return u.DeepCopy().Object["v"]
 }
 

@@ -12,7 +12,7 @@ import (
 // text, keeping track of whether a field was a JSON number or a string.
 
 // optString reads m[key] as an optional string.
-func optString(m map[string]interface{}, key, path string) (value, error) {
+func optString(m map[string]any, key, path string) (value, error) {
 	raw, ok := m[key]
 	if !ok || raw == nil {
 		return value{}, nil
@@ -25,12 +25,12 @@ func optString(m map[string]interface{}, key, path string) (value, error) {
 }
 
 // optStringList reads m[key] as an optional list of strings, joined by commas.
-func optStringList(m map[string]interface{}, key, path string) (value, error) {
+func optStringList(m map[string]any, key, path string) (value, error) {
 	raw, ok := m[key]
 	if !ok || raw == nil {
 		return value{}, nil
 	}
-	l, ok := raw.([]interface{})
+	l, ok := raw.([]any)
 	if !ok {
 		return value{}, fmt.Errorf("%s is a %s, want an array of strings", path, jsonType(raw))
 	}
@@ -45,12 +45,12 @@ func optStringList(m map[string]interface{}, key, path string) (value, error) {
 	return present(strings.Join(parts, ",")), nil
 }
 
-func splitList(s string) []interface{} {
+func splitList(s string) []any {
 	if s == "" {
-		return []interface{}{}
+		return []any{}
 	}
 	parts := strings.Split(s, ",")
-	out := make([]interface{}, len(parts))
+	out := make([]any, len(parts))
 	for i, p := range parts {
 		out[i] = p
 	}
@@ -59,7 +59,7 @@ func splitList(s string) []interface{} {
 
 // numberText renders a JSON number as text; ok is false for other types and
 // for numbers that are not integers.
-func numberText(raw interface{}) (string, bool) {
+func numberText(raw any) (string, bool) {
 	switch n := raw.(type) {
 	case int64:
 		return strconv.FormatInt(n, 10), true
@@ -83,7 +83,7 @@ func numberText(raw interface{}) (string, bool) {
 
 // optPort reads m[key] as an optional port that may be a JSON string or an
 // integer; isNumber tells which it was.
-func optPort(m map[string]interface{}, key, path string) (v value, isNumber bool, err error) {
+func optPort(m map[string]any, key, path string) (v value, isNumber bool, err error) {
 	raw, ok := m[key]
 	if !ok || raw == nil {
 		return value{}, false, nil
@@ -99,7 +99,7 @@ func optPort(m map[string]interface{}, key, path string) (v value, isNumber bool
 
 // setPort writes a port as a JSON integer when asNumber and the text is an
 // integer, else as a string; absent removes it.
-func setPort(m map[string]interface{}, key string, v value, asNumber bool) {
+func setPort(m map[string]any, key string, v value, asNumber bool) {
 	if !v.ok {
 		delete(m, key)
 		return
@@ -114,7 +114,7 @@ func setPort(m map[string]interface{}, key string, v value, asNumber bool) {
 }
 
 // setString writes a string; absent removes it.
-func setString(m map[string]interface{}, key string, v value) {
+func setString(m map[string]any, key string, v value) {
 	if !v.ok {
 		delete(m, key)
 		return
