@@ -34,7 +34,7 @@ func metric(t *testing.T, name string, labels map[string]string, v float64) {
 
 // 5. What Linkerd's service mirror writes is stored exactly as written, in
 // namespaces the webhook watches.
-func (lt *linkTest) testMirrored(t *testing.T, ctx context.Context) {
+func (lt *linkTest) testMirrored(ctx context.Context, t *testing.T) {
 	objs, err := fixtures.Objects(lt.version, "mirrored.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func endpointAddrs(obj map[string]any) []string {
 
 // 6. Faults: each time, api/probe/gateway work again within recoveryBound
 // after the fault ends, and transfers after recovery are intact.
-func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) {
+func (lt *linkTest) testFaults(ctx context.Context, t *testing.T, cs checkSpec) {
 	topo := lt.topo
 	probeFails := func(t *testing.T, during string) {
 		t.Helper()
@@ -254,7 +254,7 @@ func (lt *linkTest) testFaults(t *testing.T, ctx context.Context, cs checkSpec) 
 
 // 7. The reconciler: removing the binding restores the originals; a link
 // applied before the binding exists is repaired once it appears.
-func (lt *linkTest) testReconciler(t *testing.T, ctx context.Context) {
+func (lt *linkTest) testReconciler(ctx context.Context, t *testing.T) {
 	topo := lt.topo
 	wait := func(what string, check func(*linkObjects) []string) {
 		t.Helper()
@@ -316,7 +316,7 @@ func (lt *linkTest) testReconciler(t *testing.T, ctx context.Context) {
 // ClusterIP binding name (API and probe) maps to the first server's address
 // (there is no kube-proxy to balance it), so killing the first would test
 // the missing kube-proxy, not the Link.
-func (lt *linkTest) testFailover(t *testing.T, ctx context.Context) {
+func (lt *linkTest) testFailover(ctx context.Context, t *testing.T) {
 	topo := lt.topo
 	c := topo.CloudCP.Client
 	linkAddress := func() (string, error) {

@@ -190,24 +190,24 @@ func (lt *linkTest) run(t *testing.T, faults bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lt.assertTraffic(t, ctx, spec)
+		lt.assertTraffic(ctx, t, spec)
 	})
 	if t.Failed() {
 		return
 	}
 
-	t.Run("5 mirror objects stored unchanged", func(t *testing.T) { lt.testMirrored(t, ctx) })
+	t.Run("5 mirror objects stored unchanged", func(t *testing.T) { lt.testMirrored(ctx, t) })
 
 	if faults {
-		t.Run("6 faults", func(t *testing.T) { lt.testFaults(t, ctx, spec) })
+		t.Run("6 faults", func(t *testing.T) { lt.testFaults(ctx, t, spec) })
 	}
 
-	t.Run("7 reconciler: binding removed, link applied before the binding", func(t *testing.T) { lt.testReconciler(t, ctx) })
+	t.Run("7 reconciler: binding removed, link applied before the binding", func(t *testing.T) { lt.testReconciler(ctx, t) })
 
 	// The tunnel does not depend on the Linkerd version: once, with the
 	// newest fixture.
 	if faults && lt.version == fixtures.Newest() {
-		t.Run("8 failover: the Link follows a SIGKILLed tunnel server", func(t *testing.T) { lt.testFailover(t, ctx) })
+		t.Run("8 failover: the Link follows a SIGKILLed tunnel server", func(t *testing.T) { lt.testFailover(ctx, t) })
 	}
 }
 
@@ -261,7 +261,7 @@ func (lt *linkTest) mtlsRequest(cs checkSpec, bytes int64, streams int) harness.
 		Bytes: bytes, Streams: streams, Timeout: 20 * time.Second}
 }
 
-func (lt *linkTest) assertTraffic(t *testing.T, ctx context.Context, cs checkSpec) {
+func (lt *linkTest) assertTraffic(ctx context.Context, t *testing.T, cs checkSpec) {
 	t.Helper()
 	topo := lt.topo
 	// 2. the stored kubeconfigs list home's Services, TLS verified

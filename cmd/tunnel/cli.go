@@ -84,8 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetVersionTemplate("tunnel {{.Version}}\n")
 	root.AddCommand(
-		newCommand("server", serverLong, serverExamples, ctx, getenv, stderr, serverCommand),
-		newCommand("client", clientLong, clientExamples, ctx, getenv, stderr, clientCommand),
+		newCommand(ctx, "server", serverLong, serverExamples, getenv, stderr, serverCommand),
+		newCommand(ctx, "client", clientLong, clientExamples, getenv, stderr, clientCommand),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -123,7 +123,7 @@ func flagsOnly(_ *cobra.Command, args []string) error {
 // flags and returns the function that validates and runs.
 type command func(fs *pflag.FlagSet, lo *logOpts) func(ctx context.Context, getenv func(string) string, stderr io.Writer) error
 
-func newCommand(name, long, examples string, ctx context.Context, getenv func(string) string, stderr io.Writer, c command) *cobra.Command {
+func newCommand(ctx context.Context, name, long, examples string, getenv func(string) string, stderr io.Writer, c command) *cobra.Command {
 	var lo logOpts
 	cmd := &cobra.Command{
 		Use:     name + " [flags]",

@@ -459,7 +459,7 @@ func TestProcessClientSIGTERMDeliversEverything(t *testing.T) {
 				signalled = true
 			}
 			if err != nil {
-				if err != io.EOF {
+				if !errors.Is(err, io.EOF) {
 					rerr = err
 				}
 				break

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -227,7 +228,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 		return err
 	}
 	deadline := time.Now().Add(timeout)
-	var last error
+	last := errors.New("no answer from /readyz yet")
 	for time.Now().Before(deadline) {
 		for _, p := range cp.Procs {
 			if p.Exited() {
@@ -250,7 +251,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s kube-apiserver not ready after %s: %v", cp.Cfg.Name, timeout, last)
+	return fmt.Errorf("%s kube-apiserver not ready after %s: %w", cp.Cfg.Name, timeout, last)
 }
 
 // Alive reports a process of this control plane that exited.

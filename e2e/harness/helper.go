@@ -433,8 +433,8 @@ func runGateway(req HelperRequest) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ready\n") })
-	mux.HandleFunc("/live", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "live\n") })
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ready\n") })
+	mux.HandleFunc("/live", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "live\n") })
 	hs := &http.Server{Addr: req.ProbeAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	pln, err := net.Listen("tcp", req.ProbeAddr)
 	if err != nil {

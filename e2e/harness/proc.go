@@ -83,7 +83,11 @@ func (p *Proc) Err() error {
 	if !p.Exited() {
 		return nil
 	}
-	return fmt.Errorf("%s exited: %v\n%s", p.Name, p.waitErr, p.Tail(30))
+	err := p.waitErr
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	return fmt.Errorf("%s exited: %w\n%s", p.Name, err, p.Tail(30))
 }
 
 // Tail returns the last n lines of the process log.

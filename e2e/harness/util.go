@@ -43,7 +43,7 @@ func Poll(ctx context.Context, timeout time.Duration, fn func() error) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -198,7 +198,7 @@ func CRDs(o Options) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	}
 	crds, err := decodeCRDs(raw)
 	if err != nil {
-		return nil, fmt.Errorf("Link CRD %s: %w", file, err)
+		return nil, fmt.Errorf("the Link CRD %s: %w", file, err)
 	}
 	out = append(out, crds...)
 	if o.CertManagerCRDs {

@@ -6,7 +6,7 @@ import (
 	"os"
 	"strconv"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
@@ -53,7 +53,7 @@ func LocalWebhooks(files ...string) (envtest.WebhookInstallOptions, error) {
 			if err != nil {
 				return o, err
 			}
-			mwc := &admissionv1.MutatingWebhookConfiguration{}
+			mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
 			if err := yaml.UnmarshalStrict(js, mwc); err != nil {
 				return o, fmt.Errorf("%s: %s: %w", f, u.GetName(), err)
 			}

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -45,11 +46,11 @@ func (c *rawTCPConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	n, rerr := 0, error(nil)
+	n, errno := 0, syscall.Errno(0)
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			n, rerr = rawRead(fd, b)
-			switch rerr {
+			n, errno = rawRead(fd, b)
+			switch errno {
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:
@@ -61,8 +62,8 @@ func (c *rawTCPConn) Read(b []byte) (int, error) {
 	switch {
 	case err != nil:
 		return 0, unwrapRaw(c, "read", err)
-	case rerr != nil:
-		return 0, c.opErr("read", os.NewSyscallError("read", rerr))
+	case errno != 0:
+		return 0, c.opErr("read", os.NewSyscallError("read", errno))
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -99,7 +100,8 @@ func (c *rawTCPConn) Write(b []byte) (int, error) {
 // unwrapRaw turns the "raw-read"/"raw-write" error of a RawConn into the
 // error net.TCPConn.Read/Write would have returned (timeout, closed).
 func unwrapRaw(c *rawTCPConn, op string, err error) error {
-	if oe, ok := err.(*net.OpError); ok {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
 		err = oe.Err
 	}
 	return c.opErr(op, err)
@@ -124,16 +126,16 @@ func (l rawListener) Accept() (net.Conn, error) {
 // It reads at most limit bytes and returns bp == nil with io.EOF at end of
 // stream.
 func readPooled(rc syscall.RawConn, pool *bufPool, limit int) (bp *[]byte, n int, err error) {
-	var rerr error
+	var errno syscall.Errno
 	err = rc.Read(func(fd uintptr) bool {
 		for {
 			bp = pool.get()
-			n, rerr = rawRead(fd, (*bp)[:min(limit, len(*bp))])
-			switch {
-			case rerr == syscall.EINTR:
+			n, errno = rawRead(fd, (*bp)[:min(limit, len(*bp))])
+			switch errno {
+			case syscall.EINTR:
 				pool.put(bp)
 				continue
-			case rerr == syscall.EAGAIN:
+			case syscall.EAGAIN:
 				pool.put(bp)
 				bp = nil
 				return false // park until readable
@@ -144,9 +146,9 @@ func readPooled(rc syscall.RawConn, pool *bufPool, limit int) (bp *[]byte, n int
 	if err != nil { // closed or deadline while parked
 		return nil, 0, err
 	}
-	if rerr != nil {
+	if errno != 0 {
 		pool.put(bp)
-		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
+		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Err: errno}
 	}
 	if n == 0 {
 		pool.put(bp)
@@ -158,16 +160,18 @@ func readPooled(rc syscall.RawConn, pool *bufPool, limit int) (bp *[]byte, n int
 const haveReadPooled = true
 
 // rawRead is read(2) as a raw system call (see rawTCPConn): the socket is
-// non-blocking, so it never blocks.
-func rawRead(fd uintptr, b []byte) (int, error) {
+// non-blocking, so it never blocks. It returns the errno itself, as
+// rawTCPConn.Write does, so callers compare it with syscall.EINTR and
+// EAGAIN as a number: no error interface on the hot path.
+func rawRead(fd uintptr, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
-		return 0, nil
+		return 0, 0
 	}
 	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if e != 0 {
 		return 0, e
 	}
-	return int(r), nil
+	return int(r), 0
 }
 
 // waitReset parks on the poller until the peer of rc, which already sent

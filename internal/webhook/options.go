@@ -208,7 +208,7 @@ func checkAddr(a string) error {
 		return nil
 	}
 	if _, _, err := cli.SplitHostPort(a); err != nil {
-		return fmt.Errorf("%q: %v", a, err)
+		return fmt.Errorf("%q: %w", a, err)
 	}
 	return nil
 }
@@ -276,7 +276,7 @@ func Parse(args []string, stdout io.Writer) (Options, error) {
 	err := cmd.Execute()
 	switch {
 	case err != nil && !errors.Is(err, ErrUsage):
-		return o, fmt.Errorf("%w: %v", ErrUsage, err)
+		return o, fmt.Errorf("%w: %w", ErrUsage, err)
 	case err == nil && !parsed:
 		return o, pflag.ErrHelp
 	}

@@ -29,7 +29,7 @@ func (l *linkRewriter) fields() []field { return linkFields }
 func (l *linkRewriter) read(u *unstructured.Unstructured) (values, error) {
 	gv, _ := schema.ParseGroupVersion(u.GetAPIVersion()) // Classify parsed it
 	if !slices.Contains(linkVersions, gv.Version) {
-		return nil, fmt.Errorf("Link version %q is not one this webhook knows (%s)", gv.Version, strings.Join(linkVersions, ", "))
+		return nil, fmt.Errorf("version %q of Link is not one this webhook knows (%s)", gv.Version, strings.Join(linkVersions, ", "))
 	}
 	var ok bool
 	if l.spec, ok = u.Object["spec"].(map[string]any); !ok {

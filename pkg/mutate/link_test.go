@@ -174,11 +174,11 @@ func TestMutateLink(t *testing.T) {
 		},
 		"unknown Link version": {
 			in: strings.ReplaceAll(linkV3, "v1alpha3", "v1beta1"), b: b,
-			warning: `Link version "v1beta1" is not one this webhook knows`,
+			warning: `version "v1beta1" of Link is not one this webhook knows`,
 		},
 		"unknown Link version is not restored either": {
 			in:      strings.ReplaceAll(linkV3Rewritten, "v1alpha3", "v1beta1"),
-			warning: `Link version "v1beta1" is not one this webhook knows`,
+			warning: `version "v1beta1" of Link is not one this webhook knows`,
 		},
 		"binding with an invalid name": {
 			in: linkV3, b: &Binding{Cluster: "home", Namespace: "Bad_NS", Service: "s", Headless: "h", APIPort: 1, ProbePort: 2, GatewayPort: 3},
