@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l5d-tunnel/l5d-tunnel/e2e/harness"
-	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 // The chaos test (issue 8): real bin/tunnel server and client in two network
@@ -77,8 +77,8 @@ var chaosListeners = []harness.PairListener{
 
 func TestChaos(t *testing.T) {
 	needRoot(t)
-	duration := envDuration(t, "L5D_CHAOS_DURATION", 60*time.Second)
-	linkDown := envDuration(t, "L5D_CHAOS_LINK_DOWN", 6*time.Second)
+	duration := testsupport.EnvDuration(t, "L5D_CHAOS_DURATION", 60*time.Second)
+	linkDown := testsupport.EnvDuration(t, "L5D_CHAOS_LINK_DOWN", 6*time.Second)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("L5D_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -90,21 +90,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: seed %d (L5D_CHAOS_SEED=%d replays this mix), duration %s, link down %s", seed, seed, duration, linkDown)
 	begin := time.Now()
 
-	base := filepath.Join(repo.Root(), ".cache", "e2e")
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	work, err := os.MkdirTemp(base, fmt.Sprintf("chaos-%d-", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chaos work dir kept for inspection (tunnel logs): %s", work)
-			return
-		}
-		_ = os.RemoveAll(work)
-	})
+	work := workDir(t, "chaos", "tunnel logs")
 	bins := buildBinaries(t, filepath.Join(work, "bin"))
 	if bins.tunnelErr != nil {
 		t.Fatalf("bin/tunnel: %v", bins.tunnelErr)
@@ -170,19 +156,6 @@ func TestChaos(t *testing.T) {
 	metric(t, "chaos_settle_seconds", map[string]string{"what": "worst round"}, worstSettle.Seconds())
 	metric(t, "chaos_rounds", nil, float64(rounds))
 	metric(t, "chaos_total_seconds", nil, time.Since(begin).Seconds())
-}
-
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		t.Fatalf("%s=%q: want a positive duration like 90s or 10m", name, s)
-	}
-	return d
 }
 
 // --- the run ------------------------------------------------------------------

@@ -38,6 +38,29 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// workDir makes a folder for one run under .cache/e2e, named
+// <prefix>-<pid>-..., removed when the test passes and kept (its path
+// logged, with what it holds) when it fails.
+func workDir(t *testing.T, prefix, holds string) string {
+	t.Helper()
+	base := filepath.Join(repo.Root(), ".cache", "e2e")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work, err := os.MkdirTemp(base, fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s work dir kept for inspection (%s): %s", prefix, holds, work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	})
+	return work
+}
+
 // binaries builds bin/tunnel and bin/webhook from this checkout into dir, so
 // the e2e always tests the current source. A binary that does not build is
 // reported by the subtests that need it (the topology checks still run).
@@ -93,21 +116,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	needRoot(t)
 	start := time.Now()
-	base := filepath.Join(repo.Root(), ".cache", "e2e")
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	work, err := os.MkdirTemp(base, fmt.Sprintf("run-%d-", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("e2e work dir kept for inspection (logs of every process): %s", work)
-			return
-		}
-		_ = os.RemoveAll(work)
-	})
+	work := workDir(t, "run", "logs of every process")
 	binDir, err := testenv.BinDir()
 	if err != nil {
 		t.Fatalf("control-plane binaries: %v", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/tunnel"
 )
 
@@ -232,31 +233,10 @@ func waitStatus(t *testing.T, url string, want int, d time.Duration) {
 
 // tagUpstream answers every connection with its tag and then echoes.
 func tagUpstream(t *testing.T, tag string) string {
-	return serveLoopback(t, func(c net.Conn) {
+	return testsupport.Serve(t, func(c net.Conn) {
 		_, _ = c.Write([]byte(tag))
 		_, _ = io.Copy(c, c)
 	})
-}
-
-// serveLoopback listens on a loopback port until the test ends and runs h
-// on each connection (closed when h returns); it returns the address.
-func serveLoopback(t *testing.T, h func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); h(c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // who connects to the listener and returns the upstream's tag ("" if the
@@ -406,7 +386,7 @@ func TestProcessSIGTERMDrain(t *testing.T) {
 // echoUpstream echoes every connection and half-closes after the caller's
 // FIN.
 func echoUpstream(t *testing.T) string {
-	return serveLoopback(t, func(c net.Conn) {
+	return testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, c)
 		_ = c.(*net.TCPConn).CloseWrite()
 	})
@@ -482,31 +462,17 @@ func TestProcessClientSIGTERMDeliversEverything(t *testing.T) {
 // processes: kill -9 of the client during a large download; the caller of
 // the server's listener must see a reset, never a clean short EOF.
 func TestProcessClientKilledResetsCaller(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	upstream := testsupport.Serve(t, func(c net.Conn) {
+		chunk := make([]byte, 1<<20)
+		for i := 0; i < 256; i++ {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				chunk := make([]byte, 1<<20)
-				for i := 0; i < 256; i++ {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	a := newAddrs(t, "")
 	startServerProc(t, a)
-	cli := startClientProc(t, a, ln.Addr().String())
+	cli := startClientProc(t, a, upstream)
 	waitStatus(t, "http://"+a.admin+"/readyz", 200, 10*time.Second)
 	conn, err := net.Dial("tcp", a.gw)
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 var (
@@ -64,7 +65,7 @@ type benchUpstreams struct {
 // startBenchUpstreams: sink reads to EOF and answers with the byte count;
 // source reads an 8-byte length and sends that many bytes; echo echoes.
 func startBenchUpstreams(b *testing.B) benchUpstreams {
-	sink := upstream(b, func(c net.Conn) {
+	sink := testsupport.Serve(b, func(c net.Conn) {
 		buf := make([]byte, 128<<10)
 		var n int64
 		for {
@@ -76,7 +77,7 @@ func startBenchUpstreams(b *testing.B) benchUpstreams {
 		}
 		_ = binary.Write(c, binary.BigEndian, n)
 	})
-	source := upstream(b, func(c net.Conn) {
+	source := testsupport.Serve(b, func(c net.Conn) {
 		var n int64
 		if err := binary.Read(c, binary.BigEndian, &n); err != nil {
 			return
@@ -90,7 +91,7 @@ func startBenchUpstreams(b *testing.B) benchUpstreams {
 			n -= int64(m)
 		}
 	})
-	echoAddr := upstream(b, func(c net.Conn) {
+	echoAddr := testsupport.Serve(b, func(c net.Conn) {
 		buf := make([]byte, 32<<10)
 		_, _ = io.CopyBuffer(c, struct{ io.Reader }{c}, buf)
 	})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/delayline"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 // The WAN benchmark (issue 11): the tunnel across a long path, against direct
@@ -45,7 +46,7 @@ type wanUpstreams struct {
 func startWANUpstreams(b *testing.B) *wanUpstreams {
 	up := &wanUpstreams{}
 	up.sinkCount.Store(new(atomic.Int64))
-	up.sink = upstream(b, func(c net.Conn) {
+	up.sink = testsupport.Serve(b, func(c net.Conn) {
 		n := up.sinkCount.Load()
 		buf := make([]byte, 256<<10)
 		for {
@@ -56,29 +57,17 @@ func startWANUpstreams(b *testing.B) *wanUpstreams {
 			}
 		}
 	})
-	up.source = upstream(b, func(c net.Conn) {
+	up.source = testsupport.Serve(b, func(c net.Conn) {
 		for {
 			if _, err := c.Write(benchBuf); err != nil {
 				return
 			}
 		}
 	})
-	up.echo = upstream(b, func(c net.Conn) {
+	up.echo = testsupport.Serve(b, func(c net.Conn) {
 		_, _ = io.CopyBuffer(c, struct{ io.Reader }{c}, make([]byte, 32<<10))
 	})
 	return up
-}
-
-func envDuration(b *testing.B, key string, def time.Duration) time.Duration {
-	v := os.Getenv(key)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		b.Fatalf("%s=%q: want a positive duration", key, v)
-	}
-	return d
 }
 
 // wanRate is one timed transfer's result: MiB/s during the warm-up and
@@ -181,8 +170,8 @@ func wanTransfer(b *testing.B, up *wanUpstreams, addr string, bt *benchTunnel, u
 // (with the server+client peak RSS), and a new connection with a 64-byte
 // echo (p50 over 20, connections alternating between the two paths).
 func BenchmarkWAN(b *testing.B) {
-	warm := envDuration(b, "TUNNEL_WAN_WARMUP", 2*time.Second)
-	window := envDuration(b, "TUNNEL_WAN_WINDOW", 3*time.Second)
+	warm := testsupport.EnvDuration(b, "TUNNEL_WAN_WARMUP", 2*time.Second)
+	window := testsupport.EnvDuration(b, "TUNNEL_WAN_WINDOW", 3*time.Second)
 	rtts := "0s,50ms,100ms"
 	if v := os.Getenv("TUNNEL_WAN_RTTS"); v != "" {
 		rtts = v

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 // digest is the SHA-256 of the pattern of n bytes with seed.
@@ -45,7 +47,7 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 func TestClientDrainDeliversEverything(t *testing.T) {
 	const size = 4 << 20
 	s := startServer(t, serverConfig("gw"))
-	ccfg := clientConfig(s, map[string]string{"gw": upstream(t, echo)})
+	ccfg := clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)})
 	ccfg.DrainGrace = 30 * time.Second // the default is 20s; the transfer needs well under 1s
 	c, stop := startClient(t, ccfg)
 	waitFor(t, "ready", 5*time.Second, c.Ready)
@@ -168,14 +170,14 @@ func (l *link) cut() {
 func TestBrokenTransferResetsBothEnds(t *testing.T) {
 	const size = 256 << 20
 	sinkErr := make(chan error, 1)
-	sink := upstream(t, func(c net.Conn) {
+	sink := testsupport.Serve(t, func(c net.Conn) {
 		_, err := io.Copy(io.Discard, c)
 		if err == nil {
 			err = io.EOF
 		}
 		sinkErr <- err
 	})
-	source := upstream(t, func(c net.Conn) {
+	source := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, patternReader(3, size))
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.Copy(io.Discard, c)
@@ -260,7 +262,7 @@ func TestRelaysEndWithSession(t *testing.T) {
 	defer release()
 	upErrs := make(chan error, n)
 	probe := make(chan struct{})
-	silent := upstream(t, func(c net.Conn) {
+	silent := testsupport.Serve(t, func(c net.Conn) {
 		_, err := io.Copy(io.Discard, c) // the caller's half-close arrives
 		if err == nil {
 			// Silent until the relay is gone; then a reply must fail at
@@ -337,7 +339,7 @@ func TestRefusalsReset(t *testing.T) {
 	dead.Close()
 	s := startServer(t, serverConfig("gw", "extra", "down"))
 	expectReset(t, s.ListenerAddr("gw"))
-	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo), "down": deadAddr}))
+	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo), "down": deadAddr}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	expectReset(t, s.ListenerAddr("extra"))
 	expectReset(t, s.ListenerAddr("down"))
@@ -348,7 +350,7 @@ func TestRefusalsReset(t *testing.T) {
 
 // tagUpstream answers every connection with tag, then echoes.
 func tagUpstream(t testing.TB, tag string) string {
-	return upstream(t, func(c net.Conn) {
+	return testsupport.Serve(t, func(c net.Conn) {
 		if _, err := io.WriteString(c, tag); err != nil {
 			return
 		}
@@ -417,14 +419,14 @@ func TestFrozenNewestClient(t *testing.T) {
 // finished upload; the same holds the other way round.
 func TestCallerAbortResetsUpstream(t *testing.T) {
 	sinkErr := make(chan error, 1)
-	sink := upstream(t, func(c net.Conn) {
+	sink := testsupport.Serve(t, func(c net.Conn) {
 		_, err := io.Copy(io.Discard, c)
 		if err == nil {
 			err = io.EOF
 		}
 		sinkErr <- err
 	})
-	source := upstream(t, func(c net.Conn) {
+	source := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, patternReader(5, 1<<20))
 		time.Sleep(100 * time.Millisecond)
 		_ = c.(*net.TCPConn).SetLinger(0) // abort in the middle of a download
@@ -468,7 +470,7 @@ func TestCallerAbortResetsUpstream(t *testing.T) {
 func TestResetAfterHalfCloseIsNoticed(t *testing.T) {
 	upErr := make(chan error, 2)
 	probe := make(chan struct{})
-	silent := upstream(t, func(c net.Conn) {
+	silent := testsupport.Serve(t, func(c net.Conn) {
 		_, err := io.Copy(io.Discard, c)
 		if err == nil {
 			<-probe
@@ -500,7 +502,7 @@ func TestResetAfterHalfCloseIsNoticed(t *testing.T) {
 
 	// The other way: the upstream answers, half-closes, and then aborts
 	// while the caller, half-open, has not finished sending.
-	aborting := upstream(t, func(c net.Conn) {
+	aborting := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = c.Write([]byte("answer"))
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.ReadFull(c, make([]byte, 3))

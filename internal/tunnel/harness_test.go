@@ -118,26 +118,6 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// upstream is a loopback TCP server whose connections are handled by h.
-func upstream(t testing.TB, h func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); h(c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // echo copies everything back and half-closes at EOF.
 func echo(c net.Conn) {
 	_, _ = io.Copy(c, c)

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,20 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
-
-// syncBuffer is a log sink tests can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func openFDs(t testing.TB) int {
 	t.Helper()
@@ -58,7 +46,7 @@ func TestUnauthenticatedConnectionsBounded(t *testing.T) {
 	cfg := serverConfig("gw")
 	cfg.HandshakeTimeout = 3 * time.Second
 	cfg.MaxPendingConns = maxPending
-	var logs syncBuffer
+	var logs testsupport.Buffer
 	s, err := NewServer(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +149,7 @@ func TestUnauthenticatedConnectionsBounded(t *testing.T) {
 	waitFor(t, "file descriptors back to the baseline", 10*time.Second, func() bool { return openFDs(t) <= baseFD+5 })
 
 	// A client with the right token still gets in.
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	if metric(t, s.m, "l5d_tunnel_pending_conns") != 0 {
 		t.Error("an authenticated session still counts as pending")

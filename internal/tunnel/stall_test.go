@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 // Issue 11 ("no caller can stall another"): callers that send a lot and
@@ -47,7 +49,7 @@ type countingEcho struct {
 
 func startCountingEcho(t testing.TB) *countingEcho {
 	e := &countingEcho{}
-	e.addr = upstream(t, func(c net.Conn) {
+	e.addr = testsupport.Serve(t, func(c net.Conn) {
 		e.accepted.Add(1)
 		buf := make([]byte, 32<<10)
 		for {

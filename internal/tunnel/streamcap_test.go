@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
 
@@ -19,7 +20,7 @@ import (
 // layer had stream resets, the client's relay stayed blocked in Write until
 // the session ended.
 func TestNonReadingCallerDoesNotPinRelay(t *testing.T) {
-	up := upstream(t, func(c net.Conn) {
+	up := testsupport.Serve(t, func(c net.Conn) {
 		go func() { _, _ = io.Copy(io.Discard, c) }()
 		buf := make([]byte, 64<<10)
 		for {
@@ -55,7 +56,7 @@ func TestStreamCapRefusesAtOnce(t *testing.T) {
 	scfg := serverConfig("gw")
 	scfg.Session.MaxStreams = 4
 	s := startServer(t, scfg)
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	var held []*net.TCPConn
 	for range 4 {
@@ -89,7 +90,7 @@ func TestHostileServerStreamCap(t *testing.T) {
 	const opened = 1200
 	hold := make(chan struct{})
 	var dials atomic.Int64
-	up := upstream(t, func(c net.Conn) { dials.Add(1); <-hold })
+	up := testsupport.Serve(t, func(c net.Conn) { dials.Add(1); <-hold })
 	url := fakeServer(t, func(ws *websocket.Conn) {
 		cfg := steadySession()
 		cfg.MaxStreams = 1 << 16

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 )
 
 // serverCert writes a CA certificate and a server certificate for
@@ -36,7 +37,7 @@ func TestTLS(t *testing.T) {
 	cfg.TLSCert, cfg.TLSKey = cert, key
 	s := startServer(t, cfg)
 
-	bad := clientConfig(s, map[string]string{"gw": upstream(t, echo)})
+	bad := clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)})
 	bad.ServerURL = "wss://" + s.Addr() + TunnelPath
 	bad.CAFile = other
 	cb, _ := startClient(t, bad)

@@ -19,12 +19,13 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/testsupport"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/smux"
 )
 
 func TestForwardAndMetrics(t *testing.T) {
 	s := startServer(t, serverConfig("gw"))
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)}))
 	waitFor(t, "client ready", 5*time.Second, c.Ready)
 	waitFor(t, "server ready", 5*time.Second, s.Ready)
 	if got := readyz(t, s.AdminAddr()); got != 200 {
@@ -96,12 +97,12 @@ func TestLargeTransferBothDirections(t *testing.T) {
 	upWant, downWant := want(1), want(2)
 	// "sink" hashes what it receives and answers with the digest;
 	// "source" sends the pattern.
-	sink := upstream(t, func(c net.Conn) {
+	sink := testsupport.Serve(t, func(c net.Conn) {
 		h := sha256.New()
 		_, _ = io.Copy(h, c)
 		_, _ = c.Write(h.Sum(nil))
 	})
-	source := upstream(t, func(c net.Conn) {
+	source := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, patternReader(2, size))
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.Copy(io.Discard, c)
@@ -139,7 +140,7 @@ func TestLargeTransferBothDirections(t *testing.T) {
 // data, and checks every echo.
 func TestParallelStreams64(t *testing.T) {
 	s := startServer(t, serverConfig("gw"))
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	var wg sync.WaitGroup
 	for i := 0; i < 64; i++ {
@@ -166,9 +167,9 @@ func TestParallelStreams64(t *testing.T) {
 func TestHeadOfLineProbe(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	stall := upstream(t, func(c net.Conn) { <-release })
+	stall := testsupport.Serve(t, func(c net.Conn) { <-release })
 	s := startServer(t, serverConfig("gw", "stall"))
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo), "stall": stall}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo), "stall": stall}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	for i := 0; i < 4; i++ {
 		conn := dial(t, s.ListenerAddr("stall"))
@@ -201,7 +202,7 @@ func TestHeadOfLineProbe(t *testing.T) {
 // TestHalfClose: the caller shuts its write half; the home service sees EOF
 // and still sends its reply, which the caller reads in full.
 func TestHalfClose(t *testing.T) {
-	up := upstream(t, func(c net.Conn) {
+	up := testsupport.Serve(t, func(c net.Conn) {
 		req, err := io.ReadAll(c) // ends at the caller's FIN
 		if err != nil {
 			return
@@ -217,7 +218,7 @@ func TestHalfClose(t *testing.T) {
 		t.Fatalf("got %q, %v", got, err)
 	}
 	// The other way round: the home service half-closes first.
-	up2 := upstream(t, func(c net.Conn) {
+	up2 := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = c.Write([]byte("banner"))
 		_ = c.(*net.TCPConn).CloseWrite()
 		b, _ := io.ReadAll(c)
@@ -247,7 +248,7 @@ func TestHalfClose(t *testing.T) {
 // retrying and connects once its token file holds the right token.
 func TestWrongToken(t *testing.T) {
 	s := startServer(t, serverConfig("gw"))
-	cfg := clientConfig(s, map[string]string{"gw": upstream(t, echo)})
+	cfg := clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)})
 	cfg.Token = ""
 	cfg.TokenFile = writeFile(t, t.TempDir(), "token", "not-the-token\n")
 	c, _ := startClient(t, cfg)
@@ -288,7 +289,7 @@ func TestServerAcceptsRotatedTokens(t *testing.T) {
 	cfg.TokenFile = writeFile(t, t.TempDir(), "tokens", "old-token\n\n  new-token  \n")
 	s := startServer(t, cfg)
 	for _, tok := range []string{"old-token", "new-token"} {
-		ccfg := clientConfig(s, map[string]string{"gw": upstream(t, echo)})
+		ccfg := clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)})
 		ccfg.Token = tok
 		c, stop := startClient(t, ccfg)
 		waitFor(t, "ready with "+tok, 5*time.Second, c.Ready)
@@ -342,7 +343,7 @@ func TestRefusals(t *testing.T) {
 	if v := metric(t, s.m, "l5d_tunnel_refused_streams_total", "reason", "no_session"); v != 1 {
 		t.Fatalf("no_session refusals = %v", v)
 	}
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo), "down": deadAddr}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo), "down": deadAddr}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	expectClosed(t, s.ListenerAddr("extra"))
 	expectClosed(t, s.ListenerAddr("down"))
@@ -378,7 +379,7 @@ func fakeServer(t *testing.T, h func(ws *websocket.Conn)) string {
 // keeps its session.
 func TestClientNeverDialsArbitraryHosts(t *testing.T) {
 	hits := make(chan struct{}, 100)
-	up := upstream(t, func(c net.Conn) { hits <- struct{}{}; echo(c) })
+	up := testsupport.Serve(t, func(c net.Conn) { hits <- struct{}{}; echo(c) })
 	results := make(chan string, 100)
 	url := fakeServer(t, func(ws *websocket.Conn) {
 		sess, err := smux.Server(smux.NewConn(ws, steadySession().KeepAliveTimeout), steadySession())
@@ -476,7 +477,7 @@ func TestGarbageFromServer(t *testing.T) {
 // TestServerRestart: the server goes away and comes back on the same
 // address; the client reconnects on its own and forwards again.
 func TestServerRestart(t *testing.T) {
-	up := upstream(t, echo)
+	up := testsupport.Serve(t, echo)
 	cfg := serverConfig("gw")
 	s1 := startServer(t, cfg)
 	ccfg := clientConfig(s1, map[string]string{"gw": up})
@@ -506,8 +507,8 @@ func TestServerRestart(t *testing.T) {
 // session is still up (e.g. the first was SIGSTOPped); new connections go to
 // the newest session at once.
 func TestNewSessionTakesOver(t *testing.T) {
-	whoA := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("A")) })
-	whoB := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("B")) })
+	whoA := testsupport.Serve(t, func(c net.Conn) { _, _ = c.Write([]byte("A")) })
+	whoB := testsupport.Serve(t, func(c net.Conn) { _, _ = c.Write([]byte("B")) })
 	s := startServer(t, serverConfig("who"))
 	a, stopA := startClient(t, clientConfig(s, map[string]string{"who": whoA}))
 	waitFor(t, "A ready", 5*time.Second, a.Ready)
@@ -621,7 +622,7 @@ func TestSilentServerDetected(t *testing.T) {
 // takes no new connections, but an open stream finishes its transfer.
 func TestShutdownDrains(t *testing.T) {
 	const size = 8 << 20
-	slow := upstream(t, func(c net.Conn) {
+	slow := testsupport.Serve(t, func(c net.Conn) {
 		for i := 0; i < 8; i++ {
 			_, _ = io.Copy(c, patternReader(uint64(i), size/8))
 			time.Sleep(50 * time.Millisecond)
@@ -664,7 +665,7 @@ func TestShutdownGraceExpires(t *testing.T) {
 	hold := make(chan struct{})
 	t.Cleanup(func() { close(hold) })
 	s := startServer(t, serverConfig("gw"))
-	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, func(net.Conn) { <-hold })}))
+	c, _ := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, func(net.Conn) { <-hold })}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	conn := dial(t, s.ListenerAddr("gw"))
 	waitFor(t, "stream open", 5*time.Second, func() bool { return s.conns.count() == 1 })
@@ -683,7 +684,7 @@ func TestShutdownGraceExpires(t *testing.T) {
 // for new streams but lets an open one finish.
 func TestClientDrain(t *testing.T) {
 	s := startServer(t, serverConfig("gw"))
-	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": upstream(t, echo)}))
+	c, stop := startClient(t, clientConfig(s, map[string]string{"gw": testsupport.Serve(t, echo)}))
 	waitFor(t, "ready", 5*time.Second, c.Ready)
 	conn := dial(t, s.ListenerAddr("gw"))
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
@@ -801,11 +802,11 @@ var _ = context.Background
 // TestDrainingClientAvoided: once the newest client answers "draining", new
 // connections go to an older client that is not draining.
 func TestDrainingClientAvoided(t *testing.T) {
-	whoA := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("A")) })
+	whoA := testsupport.Serve(t, func(c net.Conn) { _, _ = c.Write([]byte("A")) })
 	hold := make(chan struct{})
 	release := sync.OnceFunc(func() { close(hold) })
 	t.Cleanup(release)
-	whoB := upstream(t, func(c net.Conn) { _, _ = c.Write([]byte("B")); <-hold })
+	whoB := testsupport.Serve(t, func(c net.Conn) { _, _ = c.Write([]byte("B")); <-hold })
 	s := startServer(t, serverConfig("who"))
 	a, _ := startClient(t, clientConfig(s, map[string]string{"who": whoA}))
 	waitFor(t, "A ready", 5*time.Second, a.Ready)
