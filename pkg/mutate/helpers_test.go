@@ -121,6 +121,45 @@ func mutate(t testing.TB, in *unstructured.Unstructured, b *Binding, opts Option
 	return out, changed, warnings
 }
 
+// checkRow is the check of one row of a rewrite table: Mutate of in with b
+// and opts gives the warning (none when warning is empty), the object want
+// (in itself, unchanged, when want is empty) and changed accordingly, and a
+// second Mutate of the output changes nothing. It returns the output.
+func checkRow(t *testing.T, in *unstructured.Unstructured, b *Binding, opts Options, want, warning string) *unstructured.Unstructured {
+	t.Helper()
+	out, changed, warnings := mutate(t, in, b, opts)
+	checkWarning(t, warnings, warning, want == "")
+	wantObj := in
+	if want != "" {
+		wantObj = obj(t, want)
+	}
+	if d := diff(wantObj, out); d != "" {
+		t.Errorf("output (-want +got):\n%s", d)
+	}
+	if changed != (want != "") {
+		t.Errorf("changed = %v", changed)
+	}
+	if _, again, w := mutate(t, out, b, opts); again {
+		t.Errorf("second Mutate changed the object again (warnings %v)", w)
+	}
+	return out
+}
+
+// checkWarning checks that there is exactly one warning containing want, or
+// none when want is empty; a warning about an object left unchanged must say
+// so.
+func checkWarning(t *testing.T, warnings []string, want string, leftUnchanged bool) {
+	t.Helper()
+	switch {
+	case want == "" && len(warnings) > 0:
+		t.Errorf("unexpected warnings %q", warnings)
+	case want != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], want)):
+		t.Errorf("warnings = %q, want one containing %q", warnings, want)
+	case want != "" && leftUnchanged != strings.Contains(warnings[0], "left unchanged"):
+		t.Errorf("warning %q: says \"left unchanged\" = %v, want %v", warnings[0], !leftUnchanged, leftUnchanged)
+	}
+}
+
 // checkNoLeak fails when a warning quotes Secret data.
 func checkNoLeak(t testing.TB, in *unstructured.Unstructured, warnings []string) {
 	t.Helper()

@@ -191,21 +191,7 @@ func TestMutateLink(t *testing.T) {
 			if k, c := Classify(in); k != KindLink || c != "home" {
 				t.Fatalf("Classify = %q, %q", k, c)
 			}
-			out, changed, warnings := mutate(t, in, tc.b, tc.opts)
-			checkWarning(t, warnings, tc.warning, tc.want == "")
-			want := in
-			if tc.want != "" {
-				want = obj(t, tc.want)
-			}
-			if d := diff(want, out); d != "" {
-				t.Errorf("output (-want +got):\n%s", d)
-			}
-			if changed != (tc.want != "") {
-				t.Errorf("changed = %v", changed)
-			}
-			if _, again, w := mutate(t, out, tc.b, tc.opts); again {
-				t.Errorf("second Mutate changed the object again (warnings %v)", w)
-			}
+			checkRow(t, in, tc.b, tc.opts, tc.want, tc.warning)
 		})
 	}
 }

@@ -355,37 +355,7 @@ spec: [1, 2]
 			if k, c := Classify(in); k != KindProbe || c != "home" {
 				t.Fatalf("Classify = %q, %q", k, c)
 			}
-			out, changed, warnings := mutate(t, in, tc.b, tc.opts)
-			checkWarning(t, warnings, tc.warning, tc.want == "")
-			want := in
-			if tc.want != "" {
-				want = obj(t, tc.want)
-			}
-			if d := diff(want, out); d != "" {
-				t.Errorf("output (-want +got):\n%s", d)
-			}
-			if changed != (tc.want != "") {
-				t.Errorf("changed = %v", changed)
-			}
-			// Mutating the output again changes nothing.
-			if _, again, w := mutate(t, out, tc.b, tc.opts); again {
-				t.Errorf("second Mutate changed the object again (warnings %v)", w)
-			}
+			checkRow(t, in, tc.b, tc.opts, tc.want, tc.warning)
 		})
-	}
-}
-
-// checkWarning checks that there is exactly one warning containing want, or
-// none when want is empty; a warning about an object left unchanged must say
-// so.
-func checkWarning(t *testing.T, warnings []string, want string, leftUnchanged bool) {
-	t.Helper()
-	switch {
-	case want == "" && len(warnings) > 0:
-		t.Errorf("unexpected warnings %q", warnings)
-	case want != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], want)):
-		t.Errorf("warnings = %q, want one containing %q", warnings, want)
-	case want != "" && leftUnchanged != strings.Contains(warnings[0], "left unchanged"):
-		t.Errorf("warning %q: says \"left unchanged\" = %v, want %v", warnings[0], !leftUnchanged, leftUnchanged)
 	}
 }
