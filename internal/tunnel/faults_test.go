@@ -164,19 +164,26 @@ func (l *link) cut() {
 	l.conns = nil
 }
 
+// errSink is an upstream that reads a connection to its end and reports how
+// it ended: io.EOF for the peer's FIN, else the read error (a reset).
+func errSink(t testing.TB) (string, <-chan error) {
+	errs := make(chan error, 1)
+	addr := testsupport.Serve(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		errs <- err
+	})
+	return addr, errs
+}
+
 // TestBrokenTransferResetsBothEnds: the session dies in the middle of an
 // upload and a download. The server resets its callers and the client resets
 // its upstreams: nobody sees a clean EOF for a transfer that was cut.
 func TestBrokenTransferResetsBothEnds(t *testing.T) {
 	const size = 256 << 20
-	sinkErr := make(chan error, 1)
-	sink := testsupport.Serve(t, func(c net.Conn) {
-		_, err := io.Copy(io.Discard, c)
-		if err == nil {
-			err = io.EOF
-		}
-		sinkErr <- err
-	})
+	sink, sinkErr := errSink(t)
 	source := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, patternReader(3, size))
 		_ = c.(*net.TCPConn).CloseWrite()
@@ -418,14 +425,7 @@ func TestFrozenNewestClient(t *testing.T) {
 // of an upload reaches the upstream as a reset, never as the clean EOF of a
 // finished upload; the same holds the other way round.
 func TestCallerAbortResetsUpstream(t *testing.T) {
-	sinkErr := make(chan error, 1)
-	sink := testsupport.Serve(t, func(c net.Conn) {
-		_, err := io.Copy(io.Discard, c)
-		if err == nil {
-			err = io.EOF
-		}
-		sinkErr <- err
-	})
+	sink, sinkErr := errSink(t)
 	source := testsupport.Serve(t, func(c net.Conn) {
 		_, _ = io.Copy(c, patternReader(5, 1<<20))
 		time.Sleep(100 * time.Millisecond)
