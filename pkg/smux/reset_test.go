@@ -98,20 +98,29 @@ func TestPeerResetFailsReadAndWrite(t *testing.T) {
 	})
 }
 
-// TestResetWakesBlockedWriter is issue 8 item 3 at the session layer: the
-// far side sends more than a window, the near side never reads and closes;
-// the far writer, blocked on the window, is released with ErrReset.
-func TestResetWakesBlockedWriter(t *testing.T) {
+// blockedWriter opens a stream pair (s near, c far) on a session pair with
+// resets, and has c write more than a window that s never reads; it returns
+// once s buffers a full window, with the channel c's Write ends on.
+func blockedWriter(t *testing.T) (s, c *Stream, werr <-chan error) {
+	t.Helper()
 	ss, cs := sessionPair(t, resetConfig())
-	s, c := openPair(t, ss, cs)
-	werr := make(chan error, 1)
-	go func() { _, err := c.Write(make([]byte, 4<<20)); werr <- err }()
+	s, c = openPair(t, ss, cs)
+	errs := make(chan error, 1)
+	go func() { _, err := c.Write(make([]byte, 4<<20)); errs <- err }()
 	within(t, 10*time.Second, "window full", func() int {
 		for s.Buffered() < initialWindow-1 { // openPair read one byte
 			time.Sleep(time.Millisecond)
 		}
 		return 0
 	})
+	return s, c, errs
+}
+
+// TestResetWakesBlockedWriter is issue 8 item 3 at the session layer: the
+// far side sends more than a window, the near side never reads and closes;
+// the far writer, blocked on the window, is released with ErrReset.
+func TestResetWakesBlockedWriter(t *testing.T) {
+	s, c, werr := blockedWriter(t)
 	_ = s.Close() // unread data: RST, not FIN
 	err := within(t, 10*time.Second, "blocked Write", func() error { return <-werr })
 	if !errors.Is(err, ErrReset) {
@@ -303,16 +312,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // stuck (a caller that stopped reading); Close must reset, not FIN, or the
 // far writer waits forever for window.
 func TestCloseDuringStuckWriteToResets(t *testing.T) {
-	ss, cs := sessionPair(t, resetConfig())
-	s, c := openPair(t, ss, cs)
-	werr := make(chan error, 1)
-	go func() { _, err := c.Write(make([]byte, 4<<20)); werr <- err }()
-	within(t, 10*time.Second, "window full", func() int {
-		for s.Buffered() < initialWindow-1 { // openPair read one byte
-			time.Sleep(time.Millisecond)
-		}
-		return 0
-	})
+	s, _, werr := blockedWriter(t)
 	bw := &blockingWriter{first: make(chan struct{}), release: make(chan struct{})}
 	go func() { _, _ = s.WriteTo(bw) }()
 	within(t, 10*time.Second, "WriteTo", func() int { <-bw.first; return 0 })

@@ -50,19 +50,9 @@ func (l *sendLock) unlock() {
 	var next chan struct{}
 	switch {
 	case len(l.urgent) > 0:
-		next = l.urgent[0]
-		l.urgent[0] = nil
-		l.urgent = l.urgent[1:]
-		if len(l.urgent) == 0 {
-			l.urgent = l.urgent[:0:0]
-		}
+		next = popWaiter(&l.urgent)
 	case len(l.bulk) > 0:
-		next = l.bulk[0]
-		l.bulk[0] = nil
-		l.bulk = l.bulk[1:]
-		if len(l.bulk) == 0 {
-			l.bulk = l.bulk[:0:0]
-		}
+		next = popWaiter(&l.bulk)
 	default:
 		l.busy = false
 	}
@@ -70,4 +60,16 @@ func (l *sendLock) unlock() {
 	if next != nil {
 		next <- struct{}{}
 	}
+}
+
+// popWaiter takes the first waiter off the non-empty queue q; an emptied
+// queue lets go of its backing array.
+func popWaiter(q *[]chan struct{}) chan struct{} {
+	next := (*q)[0]
+	(*q)[0] = nil
+	*q = (*q)[1:]
+	if len(*q) == 0 {
+		*q = (*q)[:0:0]
+	}
+	return next
 }
