@@ -71,6 +71,7 @@ e2e: tools build ## two control planes in network namespaces (needs root)
 test: tools vet lint ## everything CI runs: lint, unit, integration, fuzz, e2e, images
 	$(GOTEST) -count=1 -timeout 40m ./...
 	cd hack/images && $(GOTEST) -count=1 -timeout 30m ./...
+	cd hack/helm4 && $(GOTEST) -count=1 -timeout 10m ./...
 	$(MAKE) fuzz
 
 bench: build ## benchmarks against direct TCP, printed as ratios
@@ -79,8 +80,11 @@ bench: build ## benchmarks against direct TCP, printed as ratios
 demo: tools build ## the whole link through the tunnel on one machine (needs root)
 	$(GO) run ./e2e/cmd/demo $(DEMO_ARGS)
 
-manifests: ## render dist/*.yaml from manifests/
-	hack/render-manifests.sh
+# The charts in manifests/charts are the one source; dist/ is their rendering
+# with the example values of manifests/internal/render/values (Helm 4 renders
+# the same bytes: hack/helm4).
+manifests: ## render dist/*.yaml from the Helm charts in manifests/charts
+	$(GO) run ./manifests/internal/render --out dist
 
 clean:
 	rm -rf $(BIN) .cache/e2e.log

@@ -106,7 +106,7 @@ func (e *env) needWebhook(t *testing.T) {
 		t.Fatalf("bin/webhook: %v", e.bins.webhookErr)
 	}
 	if e.hookErr != nil {
-		t.Fatalf("manifests/webhook/webhook-configuration.yaml: %v", e.hookErr)
+		t.Fatalf("webhook configuration from the chart: %v", e.hookErr)
 	}
 }
 
@@ -132,7 +132,7 @@ func setup(t *testing.T) *env {
 		t.Fatalf("tunnel binding from the manifests: %v", err)
 	}
 	t.Logf("tunnel binding Services from %s", src)
-	e.hookCfg, e.hookErr = os.ReadFile(testenv.WebhookConfigurationFile())
+	e.hookCfg, e.hookErr = harness.WebhookConfigYAML()
 	cfg := harness.Config{
 		WorkDir:       work,
 		BinDir:        binDir,

@@ -2,41 +2,22 @@ package manifests_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
@@ -54,37 +35,25 @@ var exampleBinding = mutate.Binding{Cluster: exampleCluster, Namespace: ns, Serv
 
 // TestInstallOnAPIServer installs dist/*.yaml on a real kube-apiserver with
 // cert-manager's CRDs and Linkerd's Link CRD, the way docs/install.md does,
-// then proves on that server: the workloads pass the "restricted" Pod
-// Security admission, the webhook configuration is registered as shipped,
-// the webhook ServiceAccount's RBAC is exactly what it needs, and the webhook
-// binary, running with that ServiceAccount's token and the shipped flags,
-// reconciles objects written before it ran and rewrites new ones through the
-// shipped webhook configuration.
+// then proves on that server: every object is accepted and stored, a second
+// apply changes nothing, the workloads pass the "restricted" Pod Security
+// admission, the webhook configuration is registered as rendered, and the
+// webhook ServiceAccount's RBAC is exactly the rules internal/webhook needs
+// (that the webhook binary runs with them is internal/webhook's
+// TestLeastPrivilege).
 func TestInstallOnAPIServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane")
 	}
-	// Build the webhook while the control plane starts.
-	var (
-		bin    string
-		binErr error
-		built  sync.WaitGroup
-	)
-	built.Add(1)
-	go func() {
-		defer built.Done()
-		bin, binErr = goBuild(t, "webhook")
-	}()
-
 	env := testenv.Start(t, testenv.Options{CertManagerCRDs: true})
 	ctx := t.Context()
 
-	// Linkerd is installed first: its namespaces exist and the user opts
-	// them in (docs/install.md, step 1). "demo" does not opt in.
+	// Linkerd is installed first: its namespaces exist. They opt in by
+	// name (the chart's rewriteNamespaces); nothing labels them. "demo" is
+	// not opted in.
 	for _, n := range []string{"linkerd", "linkerd-multicluster", "demo"} {
 		kubectl(t, env, nil, "create", "namespace", n)
 	}
-	kubectl(t, env, nil, "label", "namespace", "linkerd", "linkerd-multicluster", mutate.LabelRewrite+"="+mutate.LabelRewriteEnabled)
 
 	// What `linkerd multicluster link` printed before the tunnel existed.
 	linkObjs := linkObjects(t, fixtures.Newest(), "link.yaml")
@@ -140,13 +109,31 @@ func TestInstallOnAPIServer(t *testing.T) {
 		checkRBACExact(t, env)
 		checkRBACAccess(t, env)
 	})
-	t.Run("WebhookBinary", func(t *testing.T) {
-		built.Wait()
-		if binErr != nil {
-			t.Fatalf("build cmd/webhook: %v", binErr)
+	t.Run("LinkerdNamespacesUntouched", func(t *testing.T) { checkLinkerdNamespaces(t, env) })
+}
+
+// checkLinkerdNamespaces: applying the install neither labelled, annotated
+// nor took ownership of Linkerd's namespaces (no field manager of ours).
+func checkLinkerdNamespaces(t *testing.T, env *testenv.Env) {
+	for _, n := range []string{"linkerd", "linkerd-multicluster"} {
+		got := &corev1.Namespace{}
+		if err := env.Client.Get(t.Context(), types.NamespacedName{Name: n}, got); err != nil {
+			t.Fatal(err)
 		}
-		runWebhook(t, env, bin, mwc, linkObjs)
-	})
+		for k := range got.Labels {
+			if k != "kubernetes.io/metadata.name" {
+				t.Errorf("namespace %s gained label %s", n, k)
+			}
+		}
+		if len(got.Annotations) > 0 {
+			t.Errorf("namespace %s gained annotations %v", n, got.Annotations)
+		}
+		for _, mf := range got.ManagedFields {
+			if mf.Manager == fieldManager {
+				t.Errorf("namespace %s has fields managed by %s", n, fieldManager)
+			}
+		}
+	}
 }
 
 func kubectl(t *testing.T, env *testenv.Env, stdin []byte, args ...string) []byte {
@@ -447,7 +434,7 @@ func checkRBACAccess(t *testing.T, env *testenv.Env) {
 	for sa, checks := range map[string][]check{
 		webhookSA:            webhookChecks,
 		"home-tunnel-server": tunnelChecks,
-		"tunnel-client":      tunnelChecks,
+		"home-tunnel-client": tunnelChecks,
 	} {
 		for _, c := range checks {
 			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -471,290 +458,8 @@ func checkRBACAccess(t *testing.T, env *testenv.Env) {
 	}
 }
 
-// runWebhook runs bin/webhook with the Deployment's own arguments, the
-// webhook ServiceAccount's token (TokenRequest) and a serving certificate,
-// points the registered webhook configuration at it (URL instead of the
-// in-cluster Service, nothing else changed) and checks that it does its job
-// with nothing but the shipped RBAC.
-func runWebhook(t *testing.T, env *testenv.Env, bin string, mwc *admissionregistrationv1.MutatingWebhookConfiguration, linkObjs []*unstructured.Unstructured) {
-	ctx := t.Context()
-	dir := t.TempDir()
-	token := strings.TrimSpace(string(kubectl(t, env, nil, "create", "token", webhookSA, "-n", ns, "--duration=1h")))
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
-	kc.AuthInfos[webhookSA] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["sa"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: webhookSA}
-	kc.CurrentContext = "sa"
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	certDir := filepath.Join(dir, "certs")
-	caPEM := writeServingCert(t, certDir)
-
-	ports := freePorts(t, 3)
-	d := as[appsv1.Deployment](t, find(t, loadDist(t, "install-webhook.yaml"), "Deployment", ns, "l5d-tunnel-webhook"))
-	var args []string
-	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		switch name {
-		case "cert-dir":
-			a = "--cert-dir=" + certDir
-		case "port":
-			a = "--port=" + strconv.Itoa(ports[0])
-		case "health-addr":
-			a = "--health-addr=127.0.0.1:" + strconv.Itoa(ports[1])
-		case "metrics-addr":
-			a = "--metrics-addr=127.0.0.1:" + strconv.Itoa(ports[2])
-		}
-		args = append(args, a)
-	}
-	args = append(args, "--bind-address=127.0.0.1", "--kubeconfig="+kubeconfig)
-
-	// The API server calls the local webhook; everything else in the
-	// registered configuration stays as shipped.
-	for i := range mwc.Webhooks {
-		ref := mwc.Webhooks[i].ClientConfig.Service
-		url := "https://127.0.0.1:" + strconv.Itoa(ports[0]) + *ref.Path
-		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM}
-	}
-	if err := env.Client.Update(ctx, mwc); err != nil {
-		t.Fatalf("point the webhook configuration at the local webhook: %v", err)
-	}
-
-	var logs syncBuffer
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	stop := func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			return err
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			return fmt.Errorf("webhook did not stop within 20s of SIGTERM")
-		}
-	}
-	t.Cleanup(func() { _ = stop() })
-	defer func() {
-		if t.Failed() {
-			t.Logf("webhook logs:\n%s", logs.String())
-		}
-	}()
-
-	readyz := "http://127.0.0.1:" + strconv.Itoa(ports[1]) + "/readyz"
-	waitFor(t, 60*time.Second, "webhook /readyz", exited, func() error {
-		resp, err := http.Get(readyz)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
-
-	// The reconciler repairs what was written before it ran: the four
-	// objects of `linkerd multicluster link` and the probe Service written
-	// while the webhook was down.
-	want := mutate.DefaultOptions()
-	b := exampleBinding
-	waitFor(t, 60*time.Second, "reconciled link objects", exited, func() error {
-		for _, o := range append(slices.Clone(linkObjs), probeService(t, fixtures.Newest(), "link-legacy.yaml")) {
-			if err := checkRewritten(ctx, env, o, &b, want); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-
-	// Admission through the shipped rules: a new probe Service is
-	// rewritten when it is created.
-	probe := probeService(t, "stable-2.14.10", "link.yaml")
-	probe.SetName("probe-gateway-home-2")
-	if err := env.Client.Create(ctx, probe); err != nil {
-		t.Fatalf("create probe Service with the webhook up: %v", err)
-	}
-	if probe.Object["spec"].(map[string]any)["type"] != "ExternalName" {
-		t.Errorf("probe Service created with the webhook up came back as %v, want ExternalName", probe.Object["spec"])
-	}
-
-	// Leader election used the Lease the RBAC allows.
-	lease := &coordinationv1.Lease{}
-	waitFor(t, 30*time.Second, "leader Lease", exited, func() error {
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "l5d-tunnel-webhook"}, lease); err != nil {
-			return err
-		}
-		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
-			return fmt.Errorf("no holder")
-		}
-		return nil
-	})
-
-	if err := stop(); err != nil {
-		t.Errorf("webhook exit after SIGTERM: %v", err)
-	}
-	for _, line := range strings.Split(logs.String(), "\n") {
-		l := strings.ToLower(line)
-		if strings.Contains(l, "forbidden") || strings.Contains(l, "cannot list") || strings.Contains(l, "cannot update") {
-			t.Errorf("webhook hit RBAC: %s", line)
-		}
-	}
-	if strings.Contains(logs.String(), token) {
-		t.Error("the webhook logged its token")
-	}
-}
-
-// checkRewritten compares the stored object with what pkg/mutate makes of
-// the original for the binding.
-func checkRewritten(ctx context.Context, env *testenv.Env, orig *unstructured.Unstructured, b *mutate.Binding, o mutate.Options) error {
-	got := &unstructured.Unstructured{}
-	got.SetGroupVersionKind(orig.GroupVersionKind())
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(orig), got); err != nil {
-		return err
-	}
-	key := fmt.Sprintf("%s %s/%s", got.GetKind(), got.GetNamespace(), got.GetName())
-	if got.GetAnnotations()[mutate.AnnotationRewrittenFor] != b.String() {
-		return fmt.Errorf("%s: %s=%q, want %q", key, mutate.AnnotationRewrittenFor, got.GetAnnotations()[mutate.AnnotationRewrittenFor], b.String())
-	}
-	// Stored state is a fixed point of Mutate for this binding.
-	if _, changed, _, err := mutate.Mutate(got, b, o); err != nil || changed {
-		return fmt.Errorf("%s: Mutate of the stored object changed=%v err=%v: not fully rewritten", key, changed, err)
-	}
-	switch k, _ := mutate.Classify(got); k {
-	case mutate.KindProbe:
-		if en, _, _ := unstructured.NestedString(got.Object, "spec", "externalName"); en != b.ServiceFQDN(o.ClusterDomain) {
-			return fmt.Errorf("%s: externalName %q, want %q", key, en, b.ServiceFQDN(o.ClusterDomain))
-		}
-	case mutate.KindLink:
-		if ga, _, _ := unstructured.NestedString(got.Object, "spec", "gatewayAddress"); ga != b.HeadlessFQDN(o.ClusterDomain) {
-			return fmt.Errorf("%s: gatewayAddress %q, want %q", key, ga, b.HeadlessFQDN(o.ClusterDomain))
-		}
-	case mutate.KindCredentials:
-		kc, _, _ := unstructured.NestedString(got.Object, "data", mutate.LinkerdKubeconfigKey)
-		raw, err := base64.StdEncoding.DecodeString(kc)
-		if err != nil {
-			return fmt.Errorf("%s: %v", key, err)
-		}
-		if !bytes.Contains(raw, []byte(b.APIServerURL(o.ClusterDomain))) {
-			return fmt.Errorf("%s: kubeconfig does not point at %s", key, b.APIServerURL(o.ClusterDomain))
-		}
-	}
-	return nil
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, exited <-chan error, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		select {
-		case e := <-exited:
-			t.Fatalf("waiting for %s: the webhook exited: %v", what, e)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // goBuild builds ./cmd/<name> into a temporary folder.
 func goBuild(t *testing.T, name string) (string, error) {
 	out := filepath.Join(t.TempDir(), name)
 	return out, repo.GoBuild("./cmd/"+name, out)
-}
-
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
-// writeServingCert writes a self-signed certificate for 127.0.0.1 as
-// tls.crt/tls.key (the layout cert-manager's Secret has) and returns it as
-// the CA bundle.
-func writeServingCert(t *testing.T, dir string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "l5d-tunnel-webhook.l5d-tunnel.svc"},
-		DNSNames:              []string{"l5d-tunnel-webhook.l5d-tunnel.svc"},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPEM
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writers and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,7 +3,6 @@ package manifests_test
 import (
 	"bytes"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -30,19 +29,21 @@ import (
 	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/webhook"
+	"github.com/l5d-tunnel/l5d-tunnel/manifests"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
-// The rendered install files and their sources (hack/render-manifests.sh).
+// The rendered install files (`make manifests`, manifests/internal/render,
+// whose test keeps them equal to the charts' rendering) and their charts.
 var distFiles = map[string]string{
-	"install-webhook.yaml": "manifests/webhook",
-	"tunnel-server.yaml":   "manifests/tunnel-server/overlays/example-home",
-	"tunnel-client.yaml":   "manifests/tunnel-client/overlays/example-home",
+	"install-webhook.yaml": manifests.ChartWebhook,
+	"tunnel-server.yaml":   manifests.ChartServer,
+	"tunnel-client.yaml":   manifests.ChartClient,
 }
 
 const (
 	ns             = "l5d-tunnel"
-	exampleCluster = "home" // the cluster name of the example overlays
+	exampleCluster = "home" // the link of the example values
 	webhookSA      = "l5d-tunnel-webhook"
 )
 
@@ -100,108 +101,6 @@ func find(t *testing.T, objs []*unstructured.Unstructured, kind, namespace, name
 	}
 	t.Fatalf("no %s %s/%s", kind, namespace, name)
 	return nil
-}
-
-// kustomizations lists every folder under manifests/ with a kustomization
-// file, and whether it is a Component.
-func kustomizations(t *testing.T) map[string]bool {
-	t.Helper()
-	out := map[string]bool{}
-	err := filepath.WalkDir(testenv.ManifestsDir(), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "kustomization.yaml" {
-			return err
-		}
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[filepath.Dir(p)] = regexp.MustCompile(`(?m)^kind:\s*Component\s*$`).Match(raw)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out) < 6 {
-		t.Fatalf("found only %d kustomizations under manifests/: %v", len(out), out)
-	}
-	return out
-}
-
-// TestKustomizeBuildsEverything builds every base, overlay and component
-// (components on top of the base they extend) and checks that every
-// namespaced object lands in a namespace the install owns.
-func TestKustomizeBuildsEverything(t *testing.T) {
-	owned := []string{ns, "linkerd", "linkerd-multicluster"}
-	for dir, component := range kustomizations(t) {
-		rel, _ := filepath.Rel(repo.Root(), dir)
-		t.Run(rel, func(t *testing.T) {
-			build := dir
-			if component {
-				// Build the component on top of the tunnel-server base, from
-				// a temporary overlay (kustomize wants relative paths).
-				tmp := t.TempDir()
-				base, _ := filepath.Rel(tmp, root("manifests", "tunnel-server", "base"))
-				comp, _ := filepath.Rel(tmp, dir)
-				k := fmt.Sprintf("resources:\n- %s\ncomponents:\n- %s\n", base, comp)
-				if err := os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				build = tmp
-			}
-			objs := testenv.Kustomize(t, build)
-			if len(objs) == 0 {
-				t.Fatal("no objects")
-			}
-			for _, o := range objs {
-				switch o.GetKind() {
-				case "Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration":
-					if o.GetNamespace() != "" {
-						t.Errorf("cluster-scoped %s %s has namespace %q", o.GetKind(), o.GetName(), o.GetNamespace())
-					}
-				default:
-					if !slices.Contains(owned, o.GetNamespace()) {
-						t.Errorf("%s %s is in namespace %q, want one of %v", o.GetKind(), o.GetName(), o.GetNamespace(), owned)
-					}
-				}
-			}
-			if component {
-				if len(ofKind(objs, "Ingress")) != 1 {
-					t.Errorf("component adds %d Ingresses, want 1", len(ofKind(objs, "Ingress")))
-				}
-			}
-		})
-	}
-}
-
-// TestDistUpToDate renders dist/ into a temporary folder with the same
-// script `make manifests` runs and compares byte for byte.
-func TestDistUpToDate(t *testing.T) {
-	out := t.TempDir()
-	cmd := exec.Command(root("hack", "render-manifests.sh"))
-	cmd.Env = append(os.Environ(), "OUT_DIR="+out, "KUBECTL="+testenv.Bin(t, "kubectl"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("hack/render-manifests.sh: %v\n%s", err, b)
-	}
-	entries, _ := os.ReadDir(out)
-	if len(entries) != len(distFiles) {
-		t.Errorf("render-manifests.sh wrote %d files, want %d", len(entries), len(distFiles))
-	}
-	for f, src := range distFiles {
-		want, err := os.ReadFile(filepath.Join(out, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(root("dist", f))
-		if err != nil {
-			t.Fatalf("dist/%s: %v (run `make manifests`)", f, err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("dist/%s is not what %s renders to: run `make manifests` and commit", f, src)
-		}
-		if !bytes.Contains(want, []byte("from "+src+";")) {
-			t.Errorf("dist/%s header does not name its source %s", f, src)
-		}
-	}
 }
 
 // flagValue returns the value of --name=value in args.
@@ -471,17 +370,6 @@ func TestTunnelBinding(t *testing.T) {
 	if !reflect.DeepEqual(*b, want) {
 		t.Errorf("binding\n got %+v\nwant %+v (the ports docs/install.md documents)", *b, want)
 	}
-	// The binding must not depend on the file it lives in: the base's
-	// binding.yaml holds exactly the two binding Services.
-	baseRaw, err := os.ReadFile(testenv.TunnelBindingFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	baseObjs, err := fixtures.Decode(baseRaw)
-	if err != nil || len(baseObjs) != 2 {
-		t.Fatalf("%s: %d objects, %v; want the 2 binding Services", testenv.TunnelBindingFile(), len(baseObjs), err)
-	}
-
 	d := as[appsv1.Deployment](t, find(t, objs, "Deployment", ns, "home-tunnel-server"))
 	c := d.Spec.Template.Spec.Containers[0]
 	if len(c.Args) == 0 || c.Args[0] != "server" {
@@ -574,7 +462,8 @@ func mountedFile(c corev1.Container, file string) bool {
 }
 
 // TestTunnelClient checks the home side: the only upstreams are the three of
-// the issue, the server URL comes from the ConfigMap, the token from a file.
+// the issue, the server URL is the example server's Ingress, the token comes
+// from a file.
 func TestTunnelClient(t *testing.T) {
 	objs := loadDist(t, "tunnel-client.yaml")
 	deps := ofKind(objs, "Deployment")
@@ -594,14 +483,11 @@ func TestTunnelClient(t *testing.T) {
 	if got := flagValues(c.Args, "upstream"); !slices.Equal(got, wantUp) {
 		t.Errorf("--upstream %q, want %q", got, wantUp)
 	}
-	if s, _ := flagValue(c.Args, "server"); s != "$(TUNNEL_SERVER)" {
-		t.Errorf("--server=%q, want $(TUNNEL_SERVER) from the ConfigMap", s)
-	}
-	server := serverURL(t, objs, c)
+	server, _ := flagValue(c.Args, "server")
 	if !regexp.MustCompile(`^wss://[a-z0-9.-]+(:[0-9]+)?/tunnel$`).MatchString(server) {
-		t.Errorf("server URL %q: want wss://<host>/tunnel", server)
+		t.Errorf("--server=%q: want wss://<host>/tunnel", server)
 	}
-	// The client dials the host the server overlay's Ingress serves.
+	// The client dials the host the example server's Ingress serves.
 	ing := as[networkingv1.Ingress](t, find(t, loadDist(t, "tunnel-server.yaml"), "Ingress", ns, "home-tunnel-server"))
 	if want := "wss://" + ing.Spec.Rules[0].Host + "/tunnel"; server != want {
 		t.Errorf("client server URL %q, but the example server Ingress serves %q", server, want)
@@ -615,32 +501,19 @@ func TestTunnelClient(t *testing.T) {
 	checkPDB(t, objs, d)
 }
 
-// serverURL resolves $(TUNNEL_SERVER) through the container's env.
-func serverURL(t *testing.T, objs []*unstructured.Unstructured, c corev1.Container) string {
-	t.Helper()
-	for _, e := range c.Env {
-		if e.Name == "TUNNEL_SERVER" && e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
-			ref := e.ValueFrom.ConfigMapKeyRef
-			cm := as[corev1.ConfigMap](t, find(t, objs, "ConfigMap", ns, ref.Name))
-			return cm.Data[ref.Key]
-		}
-	}
-	t.Fatal("no TUNNEL_SERVER from a ConfigMap")
-	return ""
-}
-
-// TestWebhookConfigurationSingleSource: the MutatingWebhookConfiguration in
-// dist is manifests/webhook/webhook-configuration.yaml with only the
-// cert-manager annotation added, and it reaches the webhook Deployment
-// through the Service and certificate of the install.
-func TestWebhookConfigurationSingleSource(t *testing.T) {
-	raw, err := os.ReadFile(testenv.WebhookConfigurationFile())
+// TestWebhookConfiguration: the MutatingWebhookConfiguration in dist is the
+// one the integration tests register (testenv.WebhookConfiguration renders
+// the same chart), its caBundle comes from the CA Certificate, and it
+// reaches the webhook Deployment through the Service and certificate of the
+// install.
+func TestWebhookConfiguration(t *testing.T) {
+	raw, err := testenv.WebhookConfiguration()
 	if err != nil {
 		t.Fatal(err)
 	}
 	src, err := fixtures.Decode(raw)
 	if err != nil || len(src) != 1 || src[0].GetKind() != "MutatingWebhookConfiguration" {
-		t.Fatalf("%s: want exactly one MutatingWebhookConfiguration (%d objects, %v)", testenv.WebhookConfigurationFile(), len(src), err)
+		t.Fatalf("testenv.WebhookConfiguration: want exactly one MutatingWebhookConfiguration (%d objects, %v)", len(src), err)
 	}
 	objs := loadDist(t, "install-webhook.yaml")
 	mwcs := ofKind(objs, "MutatingWebhookConfiguration")
@@ -649,44 +522,15 @@ func TestWebhookConfigurationSingleSource(t *testing.T) {
 	}
 	want := as[admissionregistrationv1.MutatingWebhookConfiguration](t, src[0])
 	got := as[admissionregistrationv1.MutatingWebhookConfiguration](t, mwcs[0])
-	if got.Name != want.Name || !reflect.DeepEqual(got.Webhooks, want.Webhooks) {
-		t.Errorf("dist webhooks differ from %s:\n got %+v\nwant %+v", testenv.WebhookConfigurationFile(), got.Webhooks, want.Webhooks)
+	if got.Name != want.Name || !reflect.DeepEqual(got.Webhooks, want.Webhooks) || !reflect.DeepEqual(got.Annotations, want.Annotations) {
+		t.Errorf("dist webhook configuration differs from the registered one:\n got %+v\nwant %+v", got, want)
 	}
 	if len(want.Webhooks) != 3 {
 		t.Errorf("%d webhooks, want 3 (probe Services, credentials Secrets, Links)", len(want.Webhooks))
 	}
-	for k, v := range want.Annotations {
-		if got.Annotations[k] != v {
-			t.Errorf("annotation %s lost in dist", k)
-		}
-	}
 
-	// cert-manager injects the CA of the serving Certificate.
-	inject := got.Annotations["cert-manager.io/inject-ca-from"]
-	certNS, certName, _ := strings.Cut(inject, "/")
-	cert := find(t, objs, "Certificate", certNS, certName)
-	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
-	secretName, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
-	issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
-	issuer := find(t, objs, "Issuer", certNS, issuerName)
-	caSecret, isCA, _ := unstructured.NestedString(issuer.Object, "spec", "ca", "secretName")
-	if !isCA {
-		t.Errorf("serving Certificate %s is issued by %s, which is not a CA Issuer (a self-signed serving certificate races cainjector on renewal)", certName, issuerName)
-	}
-	caCert := ofKind(objs, "Certificate")
-	var caOK bool
-	for _, c := range caCert {
-		isCA, _, _ := unstructured.NestedBool(c.Object, "spec", "isCA")
-		sn, _, _ := unstructured.NestedString(c.Object, "spec", "secretName")
-		iss, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "name")
-		if isCA && sn == caSecret {
-			selfSigned := find(t, objs, "Issuer", c.GetNamespace(), iss)
-			_, caOK, _ = unstructured.NestedMap(selfSigned.Object, "spec", "selfSigned")
-		}
-	}
-	if !caOK {
-		t.Errorf("CA Issuer %s: its Secret %s does not come from an isCA Certificate of a self-signed Issuer", issuerName, caSecret)
-	}
+	checkCAInjection(t, objs, got)
+	_, secretName, dnsNames := servingCertificate(t, objs)
 
 	d := as[appsv1.Deployment](t, find(t, objs, "Deployment", ns, "l5d-tunnel-webhook"))
 	c := d.Spec.Template.Spec.Containers[0]
@@ -739,20 +583,23 @@ func TestWebhookConfigurationSingleSource(t *testing.T) {
 		if wh.FailurePolicy == nil {
 			t.Errorf("webhook %s: failurePolicy must be explicit (docs/install.md explains the choice)", wh.Name)
 		}
+		// Namespaces opt in by name (rewriteNamespaces, default
+		// linkerd-multicluster and linkerd): no label on Linkerd's
+		// namespaces is needed, and a label alone does not send another
+		// namespace's writes to the webhook.
 		sel, err := metav1.LabelSelectorAsSelector(wh.NamespaceSelector)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for nsName, admitted := range map[string]bool{"linkerd-multicluster": true, "kube-system": false, ns: false} {
-			l := labels.Set{"kubernetes.io/metadata.name": nsName, mutate.LabelRewrite: mutate.LabelRewriteEnabled}
+		for nsName, admitted := range map[string]bool{"linkerd-multicluster": true, "linkerd": true, "kube-system": false, ns: false, "demo": false} {
+			l := labels.Set{"kubernetes.io/metadata.name": nsName}
 			if got := sel.Matches(l); got != admitted {
-				t.Errorf("webhook %s: opted-in namespace %s reaches the webhook: %v, want %v", wh.Name, nsName, got, admitted)
+				t.Errorf("webhook %s: namespace %s reaches the webhook: %v, want %v", wh.Name, nsName, got, admitted)
 			}
-		}
-		// Namespaces opted in by name carry no label: they must reach the
-		// webhook, which decides (--rewrite-namespaces).
-		if !sel.Matches(labels.Set{"kubernetes.io/metadata.name": "linkerd"}) {
-			t.Errorf("webhook %s: an unlabelled namespace does not reach the webhook", wh.Name)
+			l[mutate.LabelRewrite] = mutate.LabelRewriteEnabled
+			if got := sel.Matches(l); got != admitted {
+				t.Errorf("webhook %s: namespace %s labelled %s reaches the webhook: %v, want %v", wh.Name, nsName, mutate.LabelRewrite, got, admitted)
+			}
 		}
 	}
 }
@@ -815,8 +662,7 @@ func TestTunnelArgsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := as[appsv1.Deployment](t, find(t, loadDist(t, "tunnel-server.yaml"), "Deployment", ns, "home-tunnel-server"))
-	clientObjs := loadDist(t, "tunnel-client.yaml")
-	cli := as[appsv1.Deployment](t, ofKind(clientObjs, "Deployment")[0])
+	cli := as[appsv1.Deployment](t, find(t, loadDist(t, "tunnel-client.yaml"), "Deployment", ns, "home-tunnel-client"))
 	sc, cc := srv.Spec.Template.Spec.Containers[0], cli.Spec.Template.Spec.Containers[0]
 
 	dir := t.TempDir()
@@ -847,8 +693,8 @@ func TestTunnelArgsRun(t *testing.T) {
 		"server":     fmt.Sprintf("ws://127.0.0.1:%d/tunnel", addrPort(t, listen)),
 		"admin-addr": cliAdmin,
 	})
-	if slices.Contains(clientArgs, "--server=$(TUNNEL_SERVER)") {
-		t.Fatal("client --server not substituted")
+	if slices.Equal(clientArgs, cc.Args) {
+		t.Fatal("client arguments not substituted")
 	}
 	quote := func(args []string) string {
 		q := make([]string, len(args))

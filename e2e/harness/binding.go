@@ -10,23 +10,26 @@ import (
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/manifests"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
 
-// bindingOverlay is the tunnel-server overlay that renders the binding of
-// the cluster "home" (relative to the repository root).
-const bindingOverlay = "manifests/tunnel-server/overlays/example-home"
-
-// BindingYAML returns the binding Services as the shipped manifests render
-// them for the cluster "home": `kubectl kustomize` of
-// manifests/tunnel-server/overlays/example-home (ParseBinding keeps the
-// Services labelled l5d-tunnel.io/link). It says where they came from.
+// BindingYAML returns the binding Services as the server chart renders them
+// for the link "home" (manifests.ChartServer into TunnelNamespace; other
+// objects are ignored by ParseBinding). It says where they came from.
 func BindingYAML() ([]byte, string, error) {
-	out, err := testenv.RenderKustomize(bindingOverlay)
+	values := map[string]any{"link": LinkName, "token": map[string]any{"create": false}}
+	out, err := testenv.RenderKinds(manifests.ChartServer, TunnelNamespace, values, "Service")
 	if err != nil {
-		return nil, "", fmt.Errorf("tunnel binding: %w", err)
+		return nil, "", err
 	}
-	return out, "kubectl kustomize " + bindingOverlay, nil
+	return out, "manifests/charts/" + manifests.ChartServer + " (link " + LinkName + ")", nil
+}
+
+// WebhookConfigYAML returns the MutatingWebhookConfiguration the webhook
+// chart renders with rewriteNamespaces = OptedInNamespaces.
+func WebhookConfigYAML() ([]byte, error) {
+	return testenv.WebhookConfiguration(OptedInNamespaces...)
 }
 
 // ParseBinding finds the binding Services of LinkName in raw YAML with

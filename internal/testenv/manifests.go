@@ -4,37 +4,75 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
-	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
+	"github.com/l5d-tunnel/l5d-tunnel/manifests"
 )
 
-// ManifestsDir is manifests/ of this repository (the kustomize sources of
-// dist/*.yaml).
-func ManifestsDir() string { return filepath.Join(repo.Root(), "manifests") }
+// WebhookNamespace is the namespace the tests render the webhook chart
+// into (the chart's documented namespace).
+const WebhookNamespace = "l5d-tunnel"
 
-// WebhookConfigurationFile is manifests/webhook/webhook-configuration.yaml,
-// the one source of the MutatingWebhookConfiguration: the kustomize base
-// ships it and the integration tests register it.
-func WebhookConfigurationFile() string {
-	return filepath.Join(ManifestsDir(), "webhook", "webhook-configuration.yaml")
+// RenderKinds renders a chart of package manifests into namespace with
+// values and keeps only the objects of the given kinds (all when none),
+// in the chart's install order.
+func RenderKinds(chart, namespace string, values map[string]any, kinds ...string) ([]byte, error) {
+	raw, err := manifests.Render(chart, namespace, values)
+	if err != nil {
+		return nil, err
+	}
+	var out strings.Builder
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		doc = strings.TrimPrefix(doc, "---\n")
+		var head struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			return nil, fmt.Errorf("chart %s: %w", chart, err)
+		}
+		if len(kinds) == 0 || slices.Contains(kinds, head.Kind) {
+			out.WriteString("---\n" + strings.TrimSuffix(doc, "\n") + "\n")
+		}
+	}
+	if out.Len() == 0 {
+		return nil, fmt.Errorf("chart %s renders no %v", chart, kinds)
+	}
+	return []byte(out.String()), nil
 }
 
-// TunnelBindingFile is the tunnel-server base's binding Services (ClusterIP
-// "tunnel-server" with ports api/probe, headless "tunnel-server-gateway"
-// with port gateway), without the per-cluster label and name prefix the
-// overlays add.
-func TunnelBindingFile() string {
-	return filepath.Join(ManifestsDir(), "tunnel-server", "base", "binding.yaml")
+// WebhookConfiguration is the MutatingWebhookConfiguration exactly as the
+// webhook chart renders it (the one source: the install ships it and the
+// integration tests register it), with rewriteNamespaces set to the given
+// namespaces (none: the chart's default, linkerd-multicluster and linkerd).
+func WebhookConfiguration(rewriteNamespaces ...string) ([]byte, error) {
+	return RenderKinds(manifests.ChartWebhook, WebhookNamespace, rewriteValues(rewriteNamespaces), "MutatingWebhookConfiguration")
+}
+
+// WebhookRBAC is the webhook chart's Namespace, ServiceAccount and RBAC
+// objects (what the webhook runs with), with rewriteNamespaces as in
+// WebhookConfiguration.
+func WebhookRBAC(rewriteNamespaces ...string) ([]byte, error) {
+	return RenderKinds(manifests.ChartWebhook, WebhookNamespace, rewriteValues(rewriteNamespaces),
+		"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+}
+
+func rewriteValues(namespaces []string) map[string]any {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	list := make([]any, len(namespaces))
+	for i, n := range namespaces {
+		list[i] = n
+	}
+	return map[string]any{"rewriteNamespaces": list}
 }
 
 // RenderKustomize renders a kustomization folder (absolute, or relative to
 // the repository root) with the kustomize built into the cached kubectl. It
-// is the one place that runs kustomize; KustomizeRaw is its test form and
-// tools without a testing.TB (e2e/cmd/demo through e2e/harness) call it.
+// is the one place that runs kustomize (the documented kustomize path over
+// the rendered charts is tested with it).
 func RenderKustomize(dir string) ([]byte, error) {
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(repo.Root(), dir)
@@ -51,25 +89,4 @@ func RenderKustomize(dir string) ([]byte, error) {
 		return nil, fmt.Errorf("kubectl kustomize %s: %w: %s", dir, err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
-}
-
-// KustomizeRaw is RenderKustomize failing the test on error.
-func KustomizeRaw(t TB, dir string) []byte {
-	t.Helper()
-	out, err := RenderKustomize(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// Kustomize renders a kustomization folder like KustomizeRaw and decodes
-// every object.
-func Kustomize(t TB, dir string) []*unstructured.Unstructured {
-	t.Helper()
-	objs, err := fixtures.Decode(KustomizeRaw(t, dir))
-	if err != nil {
-		t.Fatalf("decode kustomize output of %s: %v", dir, err)
-	}
-	return objs
 }

@@ -3,7 +3,6 @@ package testenv
 import (
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -14,8 +13,9 @@ import (
 )
 
 // LocalWebhooks loads the MutatingWebhookConfigurations of the given YAML
-// files (as shipped in manifests/) and points every service clientConfig at
-// a free port on 127.0.0.1, keeping its path exactly. Pass the result as
+// documents (WebhookConfiguration: as the chart renders them) and points
+// every service clientConfig at a free port on 127.0.0.1, keeping its path
+// exactly. Pass the result as
 // Options.Webhooks; after Start, serve on LocalServingHost:LocalServingPort
 // with the certificate in LocalServingCertDir.
 //
@@ -27,7 +27,7 @@ import (
 // every request costs a second round trip and the test would depend on
 // redirect handling no real cluster uses. URL clientConfigs are left alone
 // by envtest, which still fills in the CA bundle.
-func LocalWebhooks(files ...string) (envtest.WebhookInstallOptions, error) {
+func LocalWebhooks(configs ...[]byte) (envtest.WebhookInstallOptions, error) {
 	o := envtest.WebhookInstallOptions{LocalServingHost: "127.0.0.1"}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,11 +36,8 @@ func LocalWebhooks(files ...string) (envtest.WebhookInstallOptions, error) {
 	o.LocalServingPort = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	hostPort := net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort))
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			return o, err
-		}
+	for i, raw := range configs {
+		f := fmt.Sprintf("configuration %d", i)
 		objs, err := fixtures.Decode(raw)
 		if err != nil {
 			return o, fmt.Errorf("%s: %w", f, err)
@@ -73,7 +70,7 @@ func LocalWebhooks(files ...string) (envtest.WebhookInstallOptions, error) {
 		}
 	}
 	if len(o.MutatingWebhooks) == 0 {
-		return o, fmt.Errorf("no MutatingWebhookConfiguration in %v", files)
+		return o, fmt.Errorf("no MutatingWebhookConfiguration in %d configurations", len(configs))
 	}
 	return o, nil
 }

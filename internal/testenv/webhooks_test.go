@@ -11,7 +11,11 @@ import (
 // configuration becomes a URL on the local serving address with its path
 // unchanged.
 func TestLocalWebhooksKeepsPaths(t *testing.T) {
-	o, err := LocalWebhooks(WebhookConfigurationFile())
+	cfg, err := WebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := LocalWebhooks(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,11 @@ func BenchmarkLiveWebhookLoad(b *testing.B) {
 	if err := repo.GoBuild("./cmd/webhook", bin, "-ldflags=-s -w"); err != nil {
 		b.Fatal(err)
 	}
-	hooks, err := testenv.LocalWebhooks(testenv.WebhookConfigurationFile())
+	cfg, err := testenv.WebhookConfiguration()
+	if err != nil {
+		b.Fatal(err)
+	}
+	hooks, err := testenv.LocalWebhooks(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

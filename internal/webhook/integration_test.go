@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,9 +48,10 @@ type webhookEnv struct {
 	metricsAddr string
 }
 
-// startWebhookEnv starts a control plane, registers
-// manifests/webhook/webhook-configuration.yaml and runs the webhook on the
-// address envtest registered, with the certificate envtest issued.
+// startWebhookEnv starts a control plane, registers the webhook
+// configuration the chart renders (testenv.WebhookConfiguration, naming
+// every namespace of optedIn) and runs the webhook on the address envtest
+// registered, with the certificate envtest issued.
 func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
 	we := startControlPlane(t, linkCRD)
@@ -64,7 +66,11 @@ func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 // testenv.Options.LinkCRD ("" = newest).
 func startControlPlane(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
-	hooks, err := testenv.LocalWebhooks(testenv.WebhookConfigurationFile())
+	cfg, err := testenv.WebhookConfiguration(optedIn()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := testenv.LocalWebhooks(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +194,14 @@ func warnings(stderr []byte) []string {
 }
 
 // optIn creates namespaces labelled l5d-tunnel.io/rewrite=enabled (or not).
+// The registered webhook configuration selects namespaces by name, so an
+// opted-in namespace must also be one of optedIn.
 func (we *webhookEnv) namespaces(t testing.TB, optIn bool, names ...string) {
 	t.Helper()
 	for _, ns := range names {
+		if optIn && !slices.Contains(optedIn(), ns) {
+			t.Fatalf("namespace %s opts in but is not in optedIn(): the webhook configuration would not send it to the webhook", ns)
+		}
 		y := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", ns)
 		if optIn {
 			y += fmt.Sprintf("  labels:\n    %s: %s\n", mutate.LabelRewrite, mutate.LabelRewriteEnabled)
@@ -457,6 +468,30 @@ func newCase(name string) fixtureCase {
 	return fixtureCase{cluster: name, mcNS: name + "-mc", l5dNS: name + "-l5d"}
 }
 
+// optedIn lists every namespace the tests opt in. The chart's webhook
+// configuration sends a namespace to the webhook only when its name is in
+// rewriteNamespaces, so the configuration registered at start must name
+// them all (namespaces refuses any other).
+func optedIn() []string {
+	names := []string{probeNS, "linkerd-multicluster", "linkerd", "extra"}
+	cases := []string{"failover", "fqdn-only", "late", "evil", "dry", "bad", "noport", "ssa"}
+	for _, v := range fixtures.Versions() {
+		for _, file := range linkFiles(v) {
+			cases = append(cases, fixtureCaseName(v, file))
+		}
+	}
+	for _, c := range cases {
+		fc := newCase(c)
+		names = append(names, fc.mcNS, fc.l5dNS)
+	}
+	return names
+}
+
+// fixtureCaseName names the case of one fixture file of one version.
+func fixtureCaseName(version, file string) string {
+	return caseName(strings.TrimPrefix(strings.TrimPrefix(version, "stable-"), "version-"), strings.TrimSuffix(file, ".yaml"))
+}
+
 // TestIntegration applies the real link output of every Linkerd version
 // through a real kube-apiserver with the shipped webhook configuration, and
 // checks what is stored.
@@ -532,7 +567,7 @@ func metricPositive(exposition, series string) bool {
 // testFixture: CREATE through kubectl apply, mirrors left alone, re-apply,
 // and a full UPDATE (kubectl replace) of Linkerd's original objects.
 func testFixture(t *testing.T, we *webhookEnv, version, file string) {
-	fc := newCase(caseName(strings.TrimPrefix(strings.TrimPrefix(version, "stable-"), "version-"), strings.TrimSuffix(file, ".yaml")))
+	fc := newCase(fixtureCaseName(version, file))
 	b := testBinding(fc.cluster)
 	b.Namespace = trustedNS
 	we.namespaces(t, true, fc.mcNS, fc.l5dNS)
@@ -892,8 +927,8 @@ func testBindingMissingPort(t *testing.T, we *webhookEnv) {
 
 // TestLeastPrivilege writes the link output while the webhook is down
 // (failurePolicy Ignore lets it through unchanged), then starts the webhook
-// as its ServiceAccount with exactly the shipped RBAC
-// (manifests/webhook/rbac.yaml): at startup the reconciler rewrites the link
+// as its ServiceAccount with exactly the RBAC the chart renders
+// (testenv.WebhookRBAC): at startup the reconciler rewrites the link
 // objects in linkerd-multicluster and linkerd, and a namespace that opted in
 // without a RoleBinding is logged as forbidden while the others still
 // reconcile.
@@ -902,12 +937,15 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Skip("starts a control plane")
 	}
 	we := startControlPlane(t, "")
-	manifests := filepath.Join(repo.Root(), "manifests", "webhook")
-	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml"} {
-		we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, f))
+	// The chart's Namespace, ServiceAccount and RBAC with its default
+	// rewriteNamespaces (linkerd-multicluster, linkerd): "extra" opts in by
+	// label but gets no RoleBinding.
+	rbac, err := testenv.WebhookRBAC()
+	if err != nil {
+		t.Fatal(err)
 	}
 	we.namespaces(t, true, "linkerd-multicluster", "linkerd", "extra")
-	we.kubectl(t, nil, "apply", "-f", filepath.Join(manifests, "rbac.yaml"))
+	we.kubectl(t, rbac, "apply", "-f", "-")
 
 	// The newest link output as printed (cluster "home"), plus a copy of
 	// its credentials Secret in "extra", stored before any binding exists.

@@ -142,7 +142,7 @@ func (d *demo) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hookCfg, err := os.ReadFile(testenv.WebhookConfigurationFile())
+	hookCfg, err := harness.WebhookConfigYAML()
 	if err != nil {
 		return err
 	}
