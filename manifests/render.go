@@ -2,12 +2,14 @@ package manifests
 
 import (
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -113,7 +115,7 @@ func render(chartName, namespace string, values map[string]any, tmpl renderFunc)
 	opts := chartutil.ReleaseOptions{Name: chartName, Namespace: namespace, IsInstall: true, Revision: 1}
 	vals, err := chartutil.ToRenderValuesWithSchemaValidation(c, values, opts, nil, false)
 	if err != nil {
-		return nil, fmt.Errorf("chart %s: %w", chartName, err)
+		return nil, fmt.Errorf("chart %s: %w", chartName, explain(c.Schema, err))
 	}
 	files, err := tmpl(c, vals)
 	if err != nil {
@@ -137,4 +139,96 @@ func render(chartName, namespace string, values map[string]any, tmpl renderFunc)
 		return nil, errors.New("chart " + chartName + " rendered nothing")
 	}
 	return []byte(out.String()), nil
+}
+
+var patternMsg = regexp.MustCompile(` does not match pattern '.*'$`)
+
+var schemaErrLine = regexp.MustCompile(`^\s*- at '([^']*)': (.*)$`)
+
+// explain rewrites Helm's schema error ("- at '/ports/api': minimum: got
+// 0, want 1") into one line per bad value that names it the way a user
+// sets it (ports.api) and says what the schema wants (its description).
+func explain(schema []byte, err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		m := schemaErrLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		msg := m[2]
+		if d := describe(schema, m[1]); d != "" {
+			// The description says what the pattern means.
+			msg = patternMsg.ReplaceAllString(msg, " is not valid") + " (want " + d + ")"
+		}
+		line := "- " + valuePath(m[1]) + ": " + msg
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return err
+	}
+	return errors.New("invalid values:\n" + strings.Join(lines, "\n"))
+}
+
+// valuePath turns a JSON pointer into the dotted form of --set.
+func valuePath(ptr string) string {
+	if ptr == "" {
+		return "(values)"
+	}
+	var b strings.Builder
+	for _, seg := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
+		if _, err := strconv.Atoi(seg); err == nil {
+			b.WriteString("[" + seg + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(".")
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
+}
+
+// describe returns the description of the schema node at ptr ("" if none).
+func describe(schema []byte, ptr string) string {
+	var root map[string]any
+	if json.Unmarshal(schema, &root) != nil {
+		return ""
+	}
+	child := func(n map[string]any, keys ...string) (map[string]any, bool) {
+		for _, k := range keys {
+			next, ok := n[k].(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			n = next
+		}
+		return n, true
+	}
+	resolve := func(n map[string]any) map[string]any {
+		if ref, ok := n["$ref"].(string); ok {
+			if def, ok := child(root, "definitions", strings.TrimPrefix(ref, "#/definitions/")); ok {
+				if _, own := n["description"]; !own {
+					return def
+				}
+			}
+		}
+		return n
+	}
+	node := root
+	if ptr != "" {
+		for _, seg := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
+			node = resolve(node)
+			if p, ok := child(node, "properties", seg); ok {
+				node = p
+			} else if it, ok := child(node, "items"); ok {
+				node = it
+			} else if ap, ok := child(node, "additionalProperties"); ok {
+				node = ap
+			} else {
+				return ""
+			}
+		}
+	}
+	d, _ := resolve(node)["description"].(string)
+	return d
 }
