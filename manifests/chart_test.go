@@ -214,7 +214,9 @@ func checkScope(t *testing.T, chart string, objs []*unstructured.Unstructured, r
 }
 
 // fakeCluster answers Helm's lookup from objects.
-type fakeCluster struct{ client *dynamicfake.FakeDynamicClient }
+type fakeCluster struct {
+	client *dynamicfake.FakeDynamicClient
+}
 
 func newFakeCluster(objs ...runtime.Object) fakeCluster {
 	return fakeCluster{dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), objs...)}
