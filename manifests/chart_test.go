@@ -3,6 +3,8 @@ package manifests_test
 import (
 	"bytes"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"sigs.k8s.io/yaml"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/manifests"
@@ -70,50 +73,47 @@ func render(t *testing.T, chart string, values map[string]any) []*unstructured.U
 	return objs
 }
 
+// invalidValues are the cases of testdata/invalid-values.yaml (shared with
+// hack/helm4, which renders them with Helm 4).
+type invalidValues struct {
+	Name, Chart string
+	Path        string // the value the schema error names
+	Error       string // or a text of the template's failure
+	Values      map[string]any
+}
+
+func loadInvalidValues(t *testing.T) []invalidValues {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "invalid-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []invalidValues
+	if err := yaml.UnmarshalStrict(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 20 {
+		t.Fatalf("%d cases", len(cases))
+	}
+	return cases
+}
+
 // TestSchemaRejects: every chart's values.schema.json (or, for what a
 // schema cannot say, the template) rejects bad values with an error naming
-// the value.
+// the value the way --set does and saying what it wants.
 func TestSchemaRejects(t *testing.T) {
-	for _, c := range []struct {
-		name, chart string
-		values      map[string]any
-		want        string // in the error
-	}{
-		{"server without link", manifests.ChartServer, map[string]any{}, "- link:"},
-		{"server link not a DNS label", manifests.ChartServer, map[string]any{"link": "Home_1"}, "- link:"},
-		{"server link too long", manifests.ChartServer, map[string]any{"link": strings.Repeat("a", 41)}, "- link:"},
-		{"server port 0", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ports": map[string]any{"api": 0}}), "- ports.api:"},
-		{"server port 65536", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ports": map[string]any{"gateway": 65536}}), "- ports.gateway:"},
-		{"server port not a number", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ports": map[string]any{"probe": "4191"}}), "- ports.probe:"},
-		{"server ports collide", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ports": map[string]any{"probe": 6443}}), "five different port numbers"},
-		{"server ingress without host", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingress": map[string]any{"enabled": true}}), "- ingress.host:"},
-		{"server ingress host not DNS", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingress": map[string]any{"enabled": true, "host": "https://x"}}), "- ingress.host:"},
-		{"server misspelt value", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingres": map[string]any{}}), "'ingres' not allowed"},
-		{"server token with a newline", manifests.ChartServer, with(manifests.ChartServer, map[string]any{"token": map[string]any{"value": "a\nb"}}), "- token.value:"},
-		{"client without serverURL", manifests.ChartClient, map[string]any{"link": "home", "token": map[string]any{"value": "x"}}, "- serverURL:"},
-		{"client without link", manifests.ChartClient, map[string]any{"serverURL": "wss://a.example/tunnel", "token": map[string]any{"value": "x"}}, "- link:"},
-		{"client https URL", manifests.ChartClient, with(manifests.ChartClient, map[string]any{"serverURL": "https://a.example/tunnel"}), "- serverURL:"},
-		{"client URL port 70000", manifests.ChartClient, with(manifests.ChartClient, map[string]any{"serverURL": "wss://a.example:70000/tunnel"}), "- serverURL:"},
-		{"client upstream without port", manifests.ChartClient, with(manifests.ChartClient, map[string]any{"upstreams": map[string]any{"api": "kubernetes.default.svc"}}), "- upstreams.api:"},
-		{"client upstream port 0", manifests.ChartClient, with(manifests.ChartClient, map[string]any{"upstreams": map[string]any{"gateway": "gw:0"}}), "- upstreams.gateway:"},
-		{"client caBundle not PEM", manifests.ChartClient, with(manifests.ChartClient, map[string]any{"caBundle": "not a certificate"}), "- caBundle:"},
-		{"client without token", manifests.ChartClient, map[string]any{"link": "home", "serverURL": "wss://a.example/tunnel"}, "token.value is required"},
-		{"webhook no rewrite namespace", manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{}}, "- rewriteNamespaces:"},
-		{"webhook bad namespace", manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{"Linkerd"}}, "- rewriteNamespaces[0]:"},
-		{"webhook kube-system", manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{"linkerd", "kube-system"}}, "- rewriteNamespaces:"},
-		{"webhook own namespace", manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{"linkerd", ns}}, "must not contain the release namespace"},
-		{"webhook zero replicas", manifests.ChartWebhook, map[string]any{"replicas": 0}, "- replicas:"},
-		{"webhook log level", manifests.ChartWebhook, map[string]any{"logLevel": "verbose"}, "- logLevel:"},
-		{"webhook cluster domain", manifests.ChartWebhook, map[string]any{"clusterDomain": "cluster local"}, "- clusterDomain:"},
-		{"webhook pull policy", manifests.ChartWebhook, map[string]any{"image": map[string]any{"name": "x/webhook", "pullPolicy": "Sometimes"}}, "- image.pullPolicy:"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := manifests.Render(c.chart, ns, c.values)
+	for _, c := range loadInvalidValues(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			_, err := manifests.Render(c.Chart, ns, c.Values)
 			if err == nil {
-				t.Fatalf("Render(%s, %v) accepted the values", c.chart, c.values)
+				t.Fatalf("Render(%s, %v) accepted the values", c.Chart, c.Values)
 			}
-			if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "chart "+c.chart+": ") {
-				t.Errorf("error %q: want it to start with \"chart %s: \" and name %q", err, c.chart, c.want)
+			want := c.Error
+			if c.Path != "" {
+				want = "\n- " + c.Path + ": "
+			}
+			if !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "chart "+c.Chart+": ") {
+				t.Errorf("error %q: want it to start with \"chart %s: \" and contain %q", err, c.Chart, want)
 			}
 		})
 	}
@@ -164,9 +164,9 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// installOrder is the part of Helm's releaseutil.InstallOrder the charts use.
+// installOrder is the part of Helm 4's install order the charts use.
 var installOrder = []string{"Namespace", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "ConfigMap",
-	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "Ingress"}
+	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "Ingress", "MutatingWebhookConfiguration"}
 
 // checkScope: labels on every object, install order, namespaces (the
 // release's, and for RoleBindings only the opted-in ones), and no object

@@ -85,8 +85,8 @@ func Values(chartName string) (map[string]any, error) {
 // Render renders a chart as `helm template --namespace namespace` would,
 // with values over the chart's defaults (nil: the defaults), validated
 // against the chart's values.schema.json. The result is a YAML stream, one
-// object per document, in Helm's install order (releaseutil.InstallOrder:
-// Namespace, ..., RBAC, Services, Deployments, ..., then other kinds by
+// object per document, in Helm 4's install order (Namespace, ..., RBAC,
+// Services, Deployments, ..., webhook configurations, then other kinds by
 // name), each document preceded by "# Source: <chart>/templates/<file>".
 //
 // No cluster is consulted: a template's `lookup` finds nothing (the server
@@ -98,6 +98,12 @@ func Render(chartName, namespace string, values map[string]any) ([]byte, error) 
 // renderFunc is engine.Render or, in tests, a renderer whose lookup sees a
 // fake cluster.
 type renderFunc func(*chart.Chart, chartutil.Values) (map[string]string, error)
+
+// installOrder is Helm 4's install order: Helm 3's, then the admission
+// webhook configurations (Helm 3.20 sorts those among the kinds it does not
+// know, by name, after Certificate). With it both Helm versions render the
+// charts to the same bytes (hack/helm4 checks it).
+var installOrder = append(slices.Clone(releaseutil.InstallOrder), "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 var namespaceRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
@@ -121,7 +127,7 @@ func render(chartName, namespace string, values map[string]any, tmpl renderFunc)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: %w", chartName, err)
 	}
-	hooks, objs, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	hooks, objs, err := releaseutil.SortManifests(files, nil, installOrder)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: %w", chartName, err)
 	}
