@@ -28,11 +28,6 @@ import (
 
 const fieldManager = "l5d-tunnel-install"
 
-// The example binding as the webhook must see it once dist/tunnel-server.yaml
-// is applied.
-var exampleBinding = mutate.Binding{Cluster: exampleCluster, Namespace: ns, Service: "home-tunnel-server",
-	Headless: "home-tunnel-server-gateway", APIPort: 6443, ProbePort: 4191, GatewayPort: 4143}
-
 // TestInstallOnAPIServer installs dist/*.yaml on a real kube-apiserver with
 // cert-manager's CRDs and Linkerd's Link CRD, the way docs/install.md does,
 // then proves on that server: every object is accepted and stored, a second
