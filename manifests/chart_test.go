@@ -364,8 +364,10 @@ func TestIngress(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestRewriteNamespaces: the one value drives the webhook's flag, the
-// three namespaceSelectors and the RoleBindings.
+// TestRewriteNamespaces: the one value drives the webhook's flag and the
+// RoleBindings; the three namespaceSelectors only keep kube-system and the
+// webhook's own namespace away (the webhook decides the rest, by name or
+// label: mutate.OptedIn).
 func TestRewriteNamespaces(t *testing.T) {
 	rewrite := []string{"linkerd-multicluster", "linkerd", "team-a"}
 	objs := render(t, manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{"linkerd-multicluster", "linkerd", "team-a"}})
@@ -377,7 +379,6 @@ func TestRewriteNamespaces(t *testing.T) {
 	}
 	mwc := as[admissionregistrationv1.MutatingWebhookConfiguration](t, ofKind(objs, "MutatingWebhookConfiguration")[0])
 	wantSel := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: rewrite},
 		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", ns}},
 	}}
 	for _, wh := range mwc.Webhooks {

@@ -583,15 +583,15 @@ func TestWebhookConfiguration(t *testing.T) {
 		if wh.FailurePolicy == nil {
 			t.Errorf("webhook %s: failurePolicy must be explicit (docs/install.md explains the choice)", wh.Name)
 		}
-		// Namespaces opt in by name (rewriteNamespaces, default
-		// linkerd-multicluster and linkerd): no label on Linkerd's
-		// namespaces is needed, and a label alone does not send another
-		// namespace's writes to the webhook.
+		// Namespaces opt in by name (--rewrite-namespaces) or label, which
+		// a selector cannot express: every namespace but kube-system and
+		// the webhook's own reaches the webhook, labelled or not, and the
+		// webhook decides (mutate.OptedIn).
 		sel, err := metav1.LabelSelectorAsSelector(wh.NamespaceSelector)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for nsName, admitted := range map[string]bool{"linkerd-multicluster": true, "linkerd": true, "kube-system": false, ns: false, "demo": false} {
+		for nsName, admitted := range map[string]bool{"linkerd-multicluster": true, "linkerd": true, "kube-system": false, ns: false, "demo": true} {
 			l := labels.Set{"kubernetes.io/metadata.name": nsName}
 			if got := sel.Matches(l); got != admitted {
 				t.Errorf("webhook %s: namespace %s reaches the webhook: %v, want %v", wh.Name, nsName, got, admitted)
@@ -636,6 +636,11 @@ func TestWebhookFlags(t *testing.T) {
 	}
 	if !o.LeaderElect || o.Port != 9443 || !slices.Equal(o.TrustedNamespaces, []string{ns}) {
 		t.Errorf("parsed %+v: want leader election, port 9443, trusted namespace %s", o, ns)
+	}
+	// Linkerd's namespaces are opted in by name (the chart's
+	// rewriteNamespaces): nothing labels them.
+	if want := []string{"linkerd-multicluster", "linkerd"}; !slices.Equal(o.RewriteNamespaces, want) {
+		t.Errorf("parsed --rewrite-namespaces %q, want %q", o.RewriteNamespaces, want)
 	}
 }
 

@@ -27,9 +27,9 @@ func BindingYAML() ([]byte, string, error) {
 }
 
 // WebhookConfigYAML returns the MutatingWebhookConfiguration the webhook
-// chart renders with rewriteNamespaces = OptedInNamespaces.
+// chart renders.
 func WebhookConfigYAML() ([]byte, error) {
-	return testenv.WebhookConfiguration(OptedInNamespaces...)
+	return testenv.WebhookConfiguration()
 }
 
 // ParseBinding finds the binding Services of LinkName in raw YAML with

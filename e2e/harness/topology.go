@@ -80,13 +80,6 @@ const (
 	RemoteAccessSA = "linkerd-service-mirror-remote-access-default"
 )
 
-// OptedInNamespaces are the cloud namespaces the webhook rewrites in:
-// Linkerd's two, opted in as the install does, and the namespace of the
-// mirrored Services (so the webhook sees them and must leave them alone).
-// They are labelled l5d-tunnel.io/rewrite=enabled and named in the
-// registered webhook configuration.
-var OptedInNamespaces = []string{"linkerd", "linkerd-multicluster", "demo"}
-
 // Config chooses what a topology runs.
 type Config struct {
 	WorkDir    string // logs, certificates, data (kept for inspection)
@@ -94,7 +87,7 @@ type Config struct {
 	TunnelBin  string // bin/tunnel; empty: no tunnel
 	WebhookBin string // bin/webhook; empty: no webhook
 	// WebhookConfig is the MutatingWebhookConfiguration YAML to register
-	// (WebhookConfigYAML: the chart's, selecting OptedInNamespaces).
+	// (WebhookConfigYAML: the chart's).
 	WebhookConfig []byte
 	// Binding is the YAML holding the two binding Services (any other
 	// objects are ignored).
@@ -381,7 +374,7 @@ func (t *Topology) setupCloud(ctx context.Context) error {
 	// Linkerd's namespaces, opted in to the rewrite as docs/install.md says,
 	// and the namespace of the mirrored Services (opted in too, so the webhook
 	// sees them and must leave them alone)
-	for _, ns := range OptedInNamespaces {
+	for _, ns := range []string{"linkerd", "linkerd-multicluster", "demo"} {
 		if err := t.CloudCP.EnsureNamespace(ctx, ns, map[string]string{mutate.LabelRewrite: mutate.LabelRewriteEnabled}); err != nil {
 			return err
 		}

@@ -44,15 +44,15 @@ func RenderKinds(chart, namespace string, values map[string]any, kinds ...string
 
 // WebhookConfiguration is the MutatingWebhookConfiguration exactly as the
 // webhook chart renders it (the one source: the install ships it and the
-// integration tests register it), with rewriteNamespaces set to the given
-// namespaces (none: the chart's default, linkerd-multicluster and linkerd).
-func WebhookConfiguration(rewriteNamespaces ...string) ([]byte, error) {
-	return RenderKinds(manifests.ChartWebhook, WebhookNamespace, rewriteValues(rewriteNamespaces), "MutatingWebhookConfiguration")
+// integration tests register it).
+func WebhookConfiguration() ([]byte, error) {
+	return RenderKinds(manifests.ChartWebhook, WebhookNamespace, nil, "MutatingWebhookConfiguration")
 }
 
 // WebhookRBAC is the webhook chart's Namespace, ServiceAccount and RBAC
-// objects (what the webhook runs with), with rewriteNamespaces as in
-// WebhookConfiguration.
+// objects (what the webhook runs with), with rewriteNamespaces set to the
+// given namespaces (none: the chart's default, linkerd-multicluster and
+// linkerd).
 func WebhookRBAC(rewriteNamespaces ...string) ([]byte, error) {
 	return RenderKinds(manifests.ChartWebhook, WebhookNamespace, rewriteValues(rewriteNamespaces),
 		"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")

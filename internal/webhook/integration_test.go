@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,9 +48,9 @@ type webhookEnv struct {
 }
 
 // startWebhookEnv starts a control plane, registers the webhook
-// configuration the chart renders (testenv.WebhookConfiguration, naming
-// every namespace of optedIn) and runs the webhook on the address envtest
-// registered, with the certificate envtest issued.
+// configuration the chart renders (testenv.WebhookConfiguration) and runs
+// the webhook on the address envtest registered, with the certificate
+// envtest issued.
 func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
 	we := startControlPlane(t, linkCRD)
@@ -66,7 +65,7 @@ func startWebhookEnv(t *testing.T, linkCRD string) *webhookEnv {
 // testenv.Options.LinkCRD ("" = newest).
 func startControlPlane(t *testing.T, linkCRD string) *webhookEnv {
 	t.Helper()
-	cfg, err := testenv.WebhookConfiguration(optedIn()...)
+	cfg, err := testenv.WebhookConfiguration()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,14 +193,9 @@ func warnings(stderr []byte) []string {
 }
 
 // optIn creates namespaces labelled l5d-tunnel.io/rewrite=enabled (or not).
-// The registered webhook configuration selects namespaces by name, so an
-// opted-in namespace must also be one of optedIn.
 func (we *webhookEnv) namespaces(t testing.TB, optIn bool, names ...string) {
 	t.Helper()
 	for _, ns := range names {
-		if optIn && !slices.Contains(optedIn(), ns) {
-			t.Fatalf("namespace %s opts in but is not in optedIn(): the webhook configuration would not send it to the webhook", ns)
-		}
 		y := fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", ns)
 		if optIn {
 			y += fmt.Sprintf("  labels:\n    %s: %s\n", mutate.LabelRewrite, mutate.LabelRewriteEnabled)
@@ -466,25 +460,6 @@ func caseName(parts ...string) string {
 
 func newCase(name string) fixtureCase {
 	return fixtureCase{cluster: name, mcNS: name + "-mc", l5dNS: name + "-l5d"}
-}
-
-// optedIn lists every namespace the tests opt in. The chart's webhook
-// configuration sends a namespace to the webhook only when its name is in
-// rewriteNamespaces, so the configuration registered at start must name
-// them all (namespaces refuses any other).
-func optedIn() []string {
-	names := []string{probeNS, "linkerd-multicluster", "linkerd", "extra"}
-	cases := []string{"failover", "fqdn-only", "late", "evil", "dry", "bad", "noport", "ssa"}
-	for _, v := range fixtures.Versions() {
-		for _, file := range linkFiles(v) {
-			cases = append(cases, fixtureCaseName(v, file))
-		}
-	}
-	for _, c := range cases {
-		fc := newCase(c)
-		names = append(names, fc.mcNS, fc.l5dNS)
-	}
-	return names
 }
 
 // fixtureCaseName names the case of one fixture file of one version.

@@ -19,21 +19,17 @@ app.kubernetes.io/part-of: l5d-tunnel
 {{- end -}}
 
 {{/*
-The namespaceSelector of every webhook: only the namespaces named in
-rewriteNamespaces, never kube-system nor the webhook's own namespace.
+The namespaceSelector of every webhook: never kube-system nor the webhook's
+own namespace. Which namespaces opted in the webhook decides (named by
+--rewrite-namespaces, or labelled l5d-tunnel.io/rewrite=enabled): a selector
+cannot say "this name or that label".
 */}}
 {{- define "l5d-tunnel.namespaceSelector" -}}
 namespaceSelector:
   matchExpressions:
   - key: kubernetes.io/metadata.name
-    operator: In
-    values:
-    {{- range .Values.rewriteNamespaces }}
-    - {{ . | quote }}
-    {{- end }}
-  - key: kubernetes.io/metadata.name
     operator: NotIn
     values:
     - kube-system
-    - {{ .Release.Namespace | quote }}
+    - {{ .Release.Namespace }}
 {{- end -}}
