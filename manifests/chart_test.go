@@ -24,6 +24,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"sigs.k8s.io/yaml"
 
+	"github.com/l5d-tunnel/l5d-tunnel/internal/extension"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/manifests"
 )
@@ -176,7 +177,7 @@ func checkScope(t *testing.T, chart string, objs []*unstructured.Unstructured, r
 	last := -1
 	for _, o := range objs {
 		id := o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
-		for k, v := range map[string]string{"linkerd.io/extension": "tunnel", "app.kubernetes.io/part-of": "l5d-tunnel"} {
+		for k, v := range map[string]string{extension.LabelExtension: extension.Name, "app.kubernetes.io/part-of": "l5d-tunnel"} {
 			if o.GetLabels()[k] != v {
 				t.Errorf("%s: label %s=%q, want %q", id, k, o.GetLabels()[k], v)
 			}
