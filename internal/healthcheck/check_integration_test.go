@@ -103,7 +103,11 @@ func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	retryInterval = 200 * time.Millisecond
 	certExpiryWarning = 24 * time.Hour // envtest's serving certificate lives 7 days
-	hooks, err := testenv.LocalWebhooks(testenv.WebhookConfigurationFile())
+	cfg, err := testenv.WebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := testenv.LocalWebhooks(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
