@@ -9,14 +9,15 @@ import (
 	"bytes"
 	"embed"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"github.com/l5d-tunnel/l5d-tunnel/manifests"
@@ -67,21 +68,43 @@ func Files() (map[string][]byte, error) {
 }
 
 func main() {
-	outDir := flag.String("out", "dist", "folder to write the rendered files into")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./manifests/internal/render [--out DIR]\n\n"+
-			"Renders %s into DIR from manifests/charts.\n\n", strings.Join(slices.Sorted(maps.Keys(Dist)), ", "))
-		flag.PrintDefaults()
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run is the command line: 0 on success, 1 when rendering or writing
+// fails, 2 on bad usage (the message names the flag).
+func run(args []string, stderr io.Writer) int {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "render [--out DIR]",
+		Short: "Render " + strings.Join(slices.Sorted(maps.Keys(Dist)), ", ") + " from manifests/charts",
+		Long: "Renders each dist file from its chart in manifests/charts with the example values in\n" +
+			"manifests/internal/render/values (namespace " + Namespace + "), as `make manifests` does.",
+		Example:       "  go run ./manifests/internal/render --out dist",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(*cobra.Command, []string) error {
+			return write(out)
+		},
 	}
-	flag.Parse()
-	if flag.NArg() > 0 {
-		flag.Usage()
-		os.Exit(2)
+	cmd.Flags().StringVar(&out, "out", "dist", "`folder` to write the rendered files into")
+	cmd.SetArgs(args)
+	cmd.SetOut(stderr)
+	cmd.SetErr(stderr)
+	usage := false
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		usage = true
+		return err
+	})
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(stderr, "render:", err)
+		if usage || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts 0 arg") {
+			return 2
+		}
+		return 1
 	}
-	if err := write(*outDir); err != nil {
-		fmt.Fprintln(os.Stderr, "render:", err)
-		os.Exit(1)
-	}
+	return 0
 }
 
 func write(dir string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
@@ -62,5 +63,32 @@ func TestWrite(t *testing.T) {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o644 {
 			t.Errorf("%s: mode %v, %v", name, fi.Mode(), err)
 		}
+	}
+}
+
+// TestCommandLine: --out writes there, a bad flag or an argument exits 2
+// naming it, --help exits 0 with an example.
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if code := run([]string{"--out", dir}, &out); code != 0 {
+		t.Fatalf("--out %s: exit %d: %s", dir, code, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "install-webhook.yaml")); err != nil {
+		t.Error(err)
+	}
+	for _, args := range [][]string{{"--outt", dir}, {"extra"}} {
+		out.Reset()
+		if code := run(args, &out); code != 2 || !strings.Contains(out.String(), strings.TrimPrefix(args[0], "--")) {
+			t.Errorf("%q: exit %d, output %q; want 2 naming %s", args, code, out.String(), args[0])
+		}
+	}
+	out.Reset()
+	if code := run([]string{"--help"}, &out); code != 0 || !strings.Contains(out.String(), "go run ./manifests/internal/render --out dist") {
+		t.Errorf("--help: exit %d: %s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--out", "/proc/nope"}, &out); code != 1 {
+		t.Errorf("unwritable --out: exit %d: %s", code, out.String())
 	}
 }
