@@ -2,7 +2,6 @@ package manifests_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,9 +44,9 @@ func TestKustomizePath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.Command(testenv.Bin(t, "kubectl"), "kustomize", dir).Output()
+	out, err := testenv.RenderKustomize(dir)
 	if err != nil {
-		t.Fatalf("kubectl kustomize: %v", err)
+		t.Fatal(err)
 	}
 	built, err := fixtures.Decode(out)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/repo"
 )
 
 // TestDistUpToDate renders dist/ as `make manifests` does and compares byte
@@ -21,7 +21,7 @@ func TestDistUpToDate(t *testing.T) {
 		t.Fatalf("%d dist files, want 3", len(files))
 	}
 	for name, want := range files {
-		got, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "dist", name))
+		got, err := os.ReadFile(filepath.Join(repo.Root(), "dist", name))
 		if err != nil {
 			t.Fatalf("dist/%s: %v (run `make manifests`)", name, err)
 		}
@@ -29,7 +29,7 @@ func TestDistUpToDate(t *testing.T) {
 			t.Errorf("dist/%s is not what manifests/charts/%s renders to: run `make manifests` and commit", name, Dist[name])
 		}
 	}
-	entries, err := os.ReadDir(filepath.Join(testenv.RepoRoot(), "dist"))
+	entries, err := os.ReadDir(filepath.Join(repo.Root(), "dist"))
 	if err != nil {
 		t.Fatal(err)
 	}
