@@ -92,3 +92,24 @@ func (g *Globals) Client() (client.Client, error) {
 	}
 	return c, nil
 }
+
+// where names the cluster the global flags select, for messages: the
+// kubeconfig context (and --api-addr when given).
+func (g *Globals) where() string {
+	name := g.Context
+	if name == "" {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = g.Kubeconfig
+		if raw, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).RawConfig(); err == nil {
+			name = raw.CurrentContext
+		}
+	}
+	s := "the current context"
+	if name != "" {
+		s = "context " + name
+	}
+	if g.APIAddr != "" {
+		s += " at " + g.APIAddr
+	}
+	return s
+}

@@ -2,7 +2,6 @@ package healthcheck
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -28,11 +27,12 @@ const DefaultWait = 5 * time.Minute
 // (DefaultInterval; the tests shorten it).
 var retryInterval = DefaultInterval
 
-// ErrFailed is returned when a check failed; the report is already printed.
-var ErrFailed = errors.New("checks failed")
+// ErrFailed is returned when a check failed; the report is already printed
+// (linkerd-tunnel exits 1 without printing more).
+var ErrFailed = extension.Failed
 
-// ErrUsage wraps bad flag values.
-var ErrUsage = errors.New("invalid flag")
+// ErrUsage wraps bad flag values (linkerd-tunnel exits 2).
+var ErrUsage = extension.ErrUsage
 
 const long = `Check the tunnel extension for problems.
 
