@@ -14,15 +14,15 @@ all: build
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-build: ## build bin/tunnel and bin/webhook
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/tunnel ./cmd/webhook
+build: ## build bin/tunnel, bin/webhook and bin/linkerd-tunnel (the Linkerd CLI extension)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/tunnel ./cmd/webhook ./cmd/linkerd-tunnel
 
 # Images are assembled by hack/images (its own module, so that
 # go-containerregistry's requirements never reach the shipped binaries): static
 # binaries on an empty base, references read from dist/'s Deployments.
 IMAGES_DIR ?= $(BIN)/images
 
-images: ## OCI images (linux/amd64, linux/arm64) of tunnel and webhook into bin/images, no container engine needed
+images: ## OCI images (linux/amd64, linux/arm64) of tunnel, webhook and linkerd-tunnel into bin/images, no container engine needed
 	cd hack/images && $(GO) run . --root $(CURDIR) --out $(abspath $(IMAGES_DIR))
 
 tools: ## build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd

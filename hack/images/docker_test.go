@@ -476,6 +476,10 @@ func TestDockerRun(t *testing.T) {
 			{"tunnel", []string{"version"}, "tunnel " + res.Version},
 			{"webhook", []string{"--help"}, "cert-dir"},
 			{"webhook", []string{"--version"}, "webhook " + res.Version},
+			{"linkerd-tunnel", []string{"--help"}, "linkerd-tunnel"},
+			{"linkerd-tunnel", []string{"version", "--client", "--short"}, res.Version},
+			// The charts are in the binary: rendering needs no file.
+			{"linkerd-tunnel", []string{"install"}, "kind: MutatingWebhookConfiguration"},
 		} {
 			code, out := oneShot(t, fmt.Sprintf("%s-%d", c.image, i), hardened, ids[c.image], c.args...)
 			if code != 0 || !strings.Contains(out, c.want) {

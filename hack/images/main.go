@@ -27,6 +27,14 @@ var binaries = []binary{
 		VersionVar:  "github.com/l5d-tunnel/l5d-tunnel/internal/cli.Version",
 		Description: "l5d-tunnel admission webhook: rewrites Linkerd multicluster Links to go through the tunnel",
 	},
+	{
+		// The CLI has no Deployment: its reference takes the registry, owner
+		// and tag the Deployments' images share.
+		Name:        "linkerd-tunnel",
+		Package:     "./cmd/linkerd-tunnel",
+		VersionVar:  "github.com/l5d-tunnel/l5d-tunnel/internal/cli.Version",
+		Description: "linkerd-tunnel: the Linkerd CLI extension that renders, uninstalls and checks l5d-tunnel",
+	},
 }
 
 // binary is one shipped program and the image built from it.
