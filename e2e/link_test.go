@@ -39,6 +39,9 @@ func testLinks(t *testing.T, e *env) {
 	if err := e.topo.WaitWebhookLive(ctx, time.Minute); err != nil {
 		t.Fatalf("the API server does not call the webhook: %v", err)
 	}
+	// Installed and no Link yet: `linkerd check` would pass in both clusters.
+	checkPasses(ctx, t, e.topo, false, "cloud, no link yet")
+	checkPasses(ctx, t, e.topo, true, "home")
 	for _, v := range fixtures.Versions() {
 		// from 2.18 the deprecated `multicluster link` still ships: its output
 		// (link-legacy.yaml) is tested too, the tunnel faults once per version
@@ -208,6 +211,9 @@ func (lt *linkTest) run(t *testing.T, faults bool) {
 	// newest fixture.
 	if faults && lt.version == fixtures.Newest() {
 		t.Run("8 failover: the Link follows a SIGKILLed tunnel server", func(t *testing.T) { lt.testFailover(ctx, t) })
+	}
+	if faults && lt.version == fixtures.Newest() {
+		t.Run("9 linkerd-tunnel check passes, and fails with its hint when the client stops", func(t *testing.T) { lt.testCheck(ctx, t) })
 	}
 }
 

@@ -61,12 +61,13 @@ func workDir(t *testing.T, prefix, holds string) string {
 	return work
 }
 
-// binaries builds bin/tunnel and bin/webhook from this checkout into dir, so
+// binaries builds bin/tunnel, bin/webhook and bin/linkerd-tunnel from this
+// checkout into dir, so
 // the e2e always tests the current source. A binary that does not build is
 // reported by the subtests that need it (the topology checks still run).
 type binaries struct {
-	tunnel, webhook       string
-	tunnelErr, webhookErr error
+	tunnel, webhook, cli          string
+	tunnelErr, webhookErr, cliErr error
 }
 
 func buildBinaries(t *testing.T, dir string) binaries {
@@ -78,6 +79,7 @@ func buildBinaries(t *testing.T, dir string) binaries {
 	}
 	b.tunnel, b.tunnelErr = build("cmd/tunnel", "tunnel")
 	b.webhook, b.webhookErr = build("cmd/webhook", "webhook")
+	b.cli, b.cliErr = build("cmd/linkerd-tunnel", "linkerd-tunnel")
 	return b
 }
 
@@ -86,8 +88,6 @@ type env struct {
 	topo    *harness.Topology
 	bins    binaries
 	workDir string
-	hookCfg []byte
-	hookErr error
 }
 
 // needTunnel and needWebhook were skips while the tunnel (issue 2) and the
@@ -104,9 +104,6 @@ func (e *env) needWebhook(t *testing.T) {
 	t.Helper()
 	if e.bins.webhookErr != nil {
 		t.Fatalf("bin/webhook: %v", e.bins.webhookErr)
-	}
-	if e.hookErr != nil {
-		t.Fatalf("webhook configuration from the chart: %v", e.hookErr)
 	}
 }
 
@@ -127,24 +124,22 @@ func setup(t *testing.T) *env {
 			t.Logf("not ready: %v", err)
 		}
 	}
-	bindingYAML, src, err := harness.BindingYAML()
-	if err != nil {
-		t.Fatalf("tunnel binding from the manifests: %v", err)
+	// Everything is installed from what linkerd-tunnel renders: without it
+	// there is no topology.
+	if e.bins.cliErr != nil {
+		t.Fatalf("bin/linkerd-tunnel: %v", e.bins.cliErr)
 	}
-	t.Logf("tunnel binding Services from %s", src)
-	e.hookCfg, e.hookErr = harness.WebhookConfigYAML()
 	cfg := harness.Config{
-		WorkDir:       work,
-		BinDir:        binDir,
-		Binding:       bindingYAML,
-		WebhookConfig: e.hookCfg,
-		TunnelTLS:     true,
-		Logf:          t.Logf,
+		WorkDir:   work,
+		BinDir:    binDir,
+		CLIBin:    e.bins.cli,
+		TunnelTLS: true,
+		Logf:      t.Logf,
 	}
 	if e.bins.tunnelErr == nil {
 		cfg.TunnelBin = e.bins.tunnel
 	}
-	if e.bins.webhookErr == nil && e.hookErr == nil {
+	if e.bins.webhookErr == nil {
 		cfg.WebhookBin = e.bins.webhook
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

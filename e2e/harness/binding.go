@@ -9,28 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
-	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
-	"github.com/l5d-tunnel/l5d-tunnel/manifests"
 	"github.com/l5d-tunnel/l5d-tunnel/pkg/mutate"
 )
-
-// BindingYAML returns the binding Services as the server chart renders them
-// for the link "home" (manifests.ChartServer into TunnelNamespace; other
-// objects are ignored by ParseBinding). It says where they came from.
-func BindingYAML() ([]byte, string, error) {
-	values := map[string]any{"link": LinkName, "token": map[string]any{"create": false}}
-	out, err := testenv.RenderKinds(manifests.ChartServer, TunnelNamespace, values, "Service")
-	if err != nil {
-		return nil, "", err
-	}
-	return out, "manifests/charts/" + manifests.ChartServer + " (link " + LinkName + ")", nil
-}
-
-// WebhookConfigYAML returns the MutatingWebhookConfiguration the webhook
-// chart renders.
-func WebhookConfigYAML() ([]byte, error) {
-	return testenv.WebhookConfiguration()
-}
 
 // ParseBinding finds the binding Services of LinkName in raw YAML with
 // mutate.FindBinding (a Service without a namespace is in TunnelNamespace,

@@ -11,156 +11,56 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
 )
 
 // --- webhook -----------------------------------------------------------------
 
-// WebhookService is the Service the webhook configuration calls.
-type WebhookService struct {
-	Namespace, Name string
-	Port            int32
-}
-
-func webhookService(cfg []byte) (*unstructured.Unstructured, WebhookService, error) {
-	var ws WebhookService
-	objs, err := fixtures.Decode(cfg)
+// installWebhook renders `linkerd-tunnel install` (one replica: the e2e
+// runs one webhook process), applies it to cloud and issues its
+// certificates as cert-manager would.
+func (t *Topology) installWebhook(ctx context.Context) error {
+	out, err := t.LinkerdTunnel(ctx, t.Cloud, t.CloudCP, "install", "--replicas=1")
 	if err != nil {
-		return nil, ws, fmt.Errorf("webhook configuration: %w", err)
+		return err
 	}
-	for _, o := range objs {
-		if o.GetKind() != "MutatingWebhookConfiguration" {
-			continue
-		}
-		hooks, _, _ := unstructured.NestedSlice(o.Object, "webhooks")
-		if len(hooks) == 0 {
-			return nil, ws, fmt.Errorf("webhook configuration %s has no webhooks", o.GetName())
-		}
-		for i, h := range hooks {
-			hm, _ := h.(map[string]any)
-			ns, _, _ := unstructured.NestedString(hm, "clientConfig", "service", "namespace")
-			name, _, _ := unstructured.NestedString(hm, "clientConfig", "service", "name")
-			port, found, _ := unstructured.NestedInt64(hm, "clientConfig", "service", "port")
-			if !found {
-				port = 443
-			}
-			if name == "" {
-				return nil, ws, fmt.Errorf("webhook %d of %s does not call a Service", i, o.GetName())
-			}
-			w := WebhookService{Namespace: ns, Name: name, Port: int32(port)}
-			if i > 0 && w != ws {
-				return nil, ws, fmt.Errorf("webhooks of %s call different Services (%v, %v)", o.GetName(), ws, w)
-			}
-			ws = w
-		}
-		return o, ws, nil
+	objs, err := t.ApplyRendered(ctx, t.CloudCP, out)
+	if err != nil {
+		return err
 	}
-	return nil, ws, fmt.Errorf("no MutatingWebhookConfiguration in the webhook configuration YAML")
+	if t.webhookDeployment, err = oneDeployment(objs); err != nil {
+		return fmt.Errorf("linkerd-tunnel install: %w", err)
+	}
+	return t.issueCertificates(ctx, t.CloudCP, objs)
 }
 
+// startWebhook runs the rendered webhook Deployment's one replica at
+// WebhookPodIP with its ServiceAccount's credentials, and waits until the
+// API server can route admission calls to it.
 func (t *Topology) startWebhook(ctx context.Context) error {
-	cfgObj, ws, err := webhookService(t.Cfg.WebhookConfig)
+	d := t.webhookDeployment
+	kubeconfig := filepath.Join(t.Cfg.WorkDir, "webhook", "in-cluster.kubeconfig")
+	if err := serviceAccountKubeconfig(ctx, t.CloudCP, d, kubeconfig); err != nil {
+		return err
+	}
+	// In-cluster configuration stand-in: the ServiceAccount's token.
+	pod, err := t.startPod(ctx, t.CloudCP, t.Cloud, d, d.Name+"-0", WebhookPodIP, t.Cfg.WebhookBin, nil, []string{"--kubeconfig=" + kubeconfig})
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(t.Cfg.WorkDir, "webhook")
-	certDir := filepath.Join(dir, "certs")
-	if err := os.MkdirAll(certDir, 0o700); err != nil {
+	t.mu.Lock()
+	t.Webhook = pod.Proc
+	t.mu.Unlock()
+	if err := waitHTTP(ctx, t.Cloud, pod.Proc, pod.readyURL, time.Minute); err != nil {
 		return err
 	}
-	// cert-manager's way: a CA (self-signed root) issues the serving cert
-	ca, err := testpki.NewCA("l5d-tunnel-webhook-ca")
-	if err != nil {
+	// The API server routes by the EndpointSlice the pod stand-in writes.
+	if err := t.waitPodsWritten(ctx); err != nil {
 		return err
 	}
-	serving, err := ca.Issue(testpki.CertSpec{CommonName: ws.Name + "." + ws.Namespace + ".svc", Server: true,
-		DNSNames: []string{ws.Name + "." + ws.Namespace + ".svc", ws.Name + "." + ws.Namespace + ".svc.cluster.local"}})
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(certDir, "tls.crt"), serving.CertPEM, 0o600); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(certDir, "tls.key"), serving.KeyPEM, 0o600); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), ca.CertPEM, 0o600); err != nil {
-		return err
-	}
-	// The webhook "pod" runs at WebhookPodIP. No pods and no kube-proxy here:
-	// a selectorless Service with Endpoints (mirrored into EndpointSlices by
-	// kube-controller-manager) and --enable-aggregator-routing make the API
-	// server dial the endpoint IP.
-	if err := t.CloudCP.EnsureNamespace(ctx, ws.Namespace, nil); err != nil {
-		return err
-	}
-	svc := &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
-		Name: "webhook", Port: ws.Port, TargetPort: intstr.FromInt32(WebhookPort), Protocol: corev1.ProtocolTCP}}}}
-	svc.Name, svc.Namespace = ws.Name, ws.Namespace
-	ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // selectorless Service: Endpoints, mirrored to slices
-		Addresses: []corev1.EndpointAddress{{IP: WebhookPodIP}},
-		Ports:     []corev1.EndpointPort{{Name: "webhook", Port: WebhookPort, Protocol: corev1.ProtocolTCP}},
-	}}}
-	ep.Name, ep.Namespace = ws.Name, ws.Namespace
-	for _, o := range []client.Object{svc, ep} {
-		if err := t.CloudCP.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("cloud: create webhook %T: %w", o, err)
-		}
-	}
-	args := []string{
-		"--kubeconfig=" + t.CloudCP.Kubeconfig,
-		"--cert-dir=" + certDir,
-		"--port=" + strconv.Itoa(WebhookPort),
-		"--trusted-namespaces=" + t.Binding.Namespace,
-		"--health-addr=" + net.JoinHostPort(WebhookPodIP, strconv.Itoa(WebhookHealth)),
-		"--metrics-addr=" + net.JoinHostPort(WebhookPodIP, strconv.Itoa(WebhookMetric)),
-	}
-	t.Webhook, err = StartProc(t.Cloud, t.Cfg.WorkDir, "cloud-webhook", t.Cfg.WebhookBin, args, []string{"POD_NAMESPACE=" + TunnelNamespace})
-	if err != nil {
-		return err
-	}
-	if err := waitHTTP(ctx, t.Cloud, t.Webhook, "http://"+net.JoinHostPort(WebhookPodIP, strconv.Itoa(WebhookHealth))+"/readyz", time.Minute); err != nil {
-		return err
-	}
-	// wait for the mirrored EndpointSlice the API server routes by
-	if err := Poll(ctx, time.Minute, func() error {
-		var slices discoveryv1.EndpointSliceList
-		if err := t.CloudCP.Client.List(ctx, &slices, client.InNamespace(ws.Namespace),
-			client.MatchingLabels{discoveryv1.LabelServiceName: ws.Name}); err != nil {
-			return err
-		}
-		for _, s := range slices.Items {
-			if len(s.Endpoints) > 0 {
-				return nil
-			}
-		}
-		return fmt.Errorf("no EndpointSlice for Service %s/%s yet (kube-controller-manager mirrors Endpoints)", ws.Namespace, ws.Name)
-	}); err != nil {
-		return err
-	}
-	// register the shipped configuration with the CA bundle cert-manager's
-	// cainjector would write
-	hooks, _, _ := unstructured.NestedSlice(cfgObj.Object, "webhooks")
-	for i := range hooks {
-		hm := hooks[i].(map[string]any)
-		if err := unstructured.SetNestedField(hm, encodeB64(ca.CertPEM), "clientConfig", "caBundle"); err != nil {
-			return err
-		}
-	}
-	if err := unstructured.SetNestedSlice(cfgObj.Object, hooks, "webhooks"); err != nil {
-		return err
-	}
-	if err := t.CloudCP.Client.Create(ctx, cfgObj); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("cloud: register %s: %w", cfgObj.GetName(), err)
-	}
-	t.logf("webhook %s/%s serving at %s:%d, configuration %s registered", ws.Namespace, ws.Name, WebhookPodIP, WebhookPort, cfgObj.GetName())
+	t.logf("webhook %s serving at %s:%d", d.Name, WebhookPodIP, WebhookPort)
 	return nil
 }
 
@@ -190,32 +90,76 @@ func (t *Topology) WaitWebhookLive(ctx context.Context, timeout time.Duration) e
 // TunnelServerAdmin is the server's admin address in cloud.
 func TunnelServerAdmin() string { return net.JoinHostPort(TunnelPodIP, strconv.Itoa(TunnelAdmin)) }
 
-func (t *Topology) startTunnel(ctx context.Context) error {
-	dir := filepath.Join(t.Cfg.WorkDir, "tunnel")
+// installServer renders `linkerd-tunnel server` for LinkName (one replica;
+// the failover tests start a second "pod") with an Ingress for TunnelHost,
+// applies it to cloud and reads the binding from it.
+func (t *Topology) installServer(ctx context.Context) error {
+	out, err := t.LinkerdTunnel(ctx, t.Cloud, t.CloudCP, "server", LinkName, "--replicas=1", "--ingress-host="+TunnelHost)
+	if err != nil {
+		return err
+	}
+	objs, err := t.ApplyRendered(ctx, t.CloudCP, out)
+	if err != nil {
+		return err
+	}
+	if t.serverDeployment, err = oneDeployment(objs); err != nil {
+		return fmt.Errorf("linkerd-tunnel server: %w", err)
+	}
+	if t.Binding, err = ParseBinding(out); err != nil {
+		return fmt.Errorf("linkerd-tunnel server: %w", err)
+	}
+	return t.WriteCloudDNS(ctx)
+}
+
+// installClient renders `linkerd-tunnel client` against cloud (it reads the
+// link's token there) and applies it to home. The home API server listens
+// on HomeAPIPort, not 443: no kube-proxy maps the kubernetes Service's port
+// here, so the api upstream names the port the API server listens on.
+func (t *Topology) installClient(ctx context.Context) error {
+	args := []string{"client", LinkName, "--server-url=" + t.TunnelURL(), "--replicas=1",
+		"--upstream=api=kubernetes.default.svc.cluster.local:" + strconv.Itoa(HomeAPIPort)}
+	if t.Cfg.TunnelTLS {
+		args = append(args, "--ca-file="+t.ingressCAFile)
+	}
+	out, err := t.LinkerdTunnel(ctx, t.Cloud, t.CloudCP, args...)
+	if err != nil {
+		return err
+	}
+	objs, err := t.ApplyRendered(ctx, t.HomeCP, out)
+	if err != nil {
+		return err
+	}
+	if t.clientDeployment, err = oneDeployment(objs); err != nil {
+		return fmt.Errorf("linkerd-tunnel client: %w", err)
+	}
+	return nil
+}
+
+// ingressCerts makes the ingress's certificate for TunnelHost (wss://).
+func (t *Topology) ingressCerts() error {
+	if !t.Cfg.TunnelTLS {
+		return nil
+	}
+	dir := filepath.Join(t.Cfg.WorkDir, "ingress")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	t.tokenFile = filepath.Join(dir, "token")
-	if err := os.WriteFile(t.tokenFile, []byte(randomHex(32)+"\n"), 0o600); err != nil {
+	ca, err := testpki.NewCA("cloud-ingress-ca")
+	if err != nil {
 		return err
 	}
-	if t.Cfg.TunnelTLS {
-		ca, err := testpki.NewCA("cloud-ingress-ca")
-		if err != nil {
-			return err
-		}
-		kp, err := ca.Issue(testpki.CertSpec{CommonName: TunnelHost, DNSNames: []string{TunnelHost}, Server: true})
-		if err != nil {
-			return err
-		}
-		if t.ingressCert, t.ingressKey, err = kp.Write(dir, "ingress"); err != nil {
-			return err
-		}
-		t.ingressCAFile = filepath.Join(dir, "ingress-ca.crt")
-		if err := os.WriteFile(t.ingressCAFile, ca.CertPEM, 0o600); err != nil {
-			return err
-		}
+	kp, err := ca.Issue(testpki.CertSpec{CommonName: TunnelHost, DNSNames: []string{TunnelHost}, Server: true})
+	if err != nil {
+		return err
 	}
+	if t.ingressCert, t.ingressKey, err = kp.Write(dir, "ingress"); err != nil {
+		return err
+	}
+	t.ingressCAFile = filepath.Join(dir, "ingress-ca.crt")
+	return os.WriteFile(t.ingressCAFile, ca.CertPEM, 0o600)
+}
+
+func (t *Topology) startTunnel(ctx context.Context) error {
 	if err := t.StartTunnelServer(ctx); err != nil {
 		return err
 	}
@@ -227,6 +171,13 @@ func (t *Topology) startTunnel(ctx context.Context) error {
 
 // StartTunnelServer starts (or restarts) the tunnel server in cloud.
 func (t *Topology) StartTunnelServer(ctx context.Context) error {
+	t.mu.Lock()
+	old := t.TunnelServer
+	t.mu.Unlock()
+	if old != nil {
+		old.Stop(5 * time.Second)
+		t.removePod(old)
+	}
 	p, err := t.startServer(ctx, 0)
 	if err != nil {
 		return err
@@ -241,34 +192,24 @@ func (t *Topology) StartTunnelServer(ctx context.Context) error {
 // (TunnelServer) and the second (SecondServer).
 var tunnelPodIPs = [...]string{TunnelPodIP, TunnelPod2IP}
 
-// startServer starts tunnel server i (0 or 1): its listeners on
-// tunnelPodIPs[i], its websocket endpoint on TunnelWSPort+i.
+// startServer runs replica i (0 or 1) of the rendered tunnel-server
+// Deployment at tunnelPodIPs[i]. Ingress stand-in: the websocket endpoint
+// listens where the ingress would, on cloud's veth address at
+// TunnelWSPort+i, and terminates TLS itself (--tls-cert/--tls-key) instead
+// of an ingress controller in front of it.
 func (t *Topology) startServer(ctx context.Context, i int) (*Proc, error) {
-	b := t.Binding
-	podIP := tunnelPodIPs[i]
-	pod := func(port int32) string { return net.JoinHostPort(podIP, strconv.Itoa(int(port))) }
-	admin := pod(TunnelAdmin)
-	args := []string{"server",
-		"--listen=" + net.JoinHostPort(CloudVethIP, strconv.Itoa(TunnelWSPort+i)),
-		"--port=api=" + pod(b.APIPort),
-		"--port=probe=" + pod(b.ProbePort),
-		"--port=gateway=" + pod(b.GatewayPort),
-		"--token-file=" + t.tokenFile,
-		"--admin-addr=" + admin,
-	}
+	d := t.serverDeployment
+	override := map[string]string{"listen": net.JoinHostPort(CloudVethIP, strconv.Itoa(TunnelWSPort+i))}
+	var extra []string
 	if t.Cfg.TunnelTLS {
-		args = append(args, "--tls-cert="+t.ingressCert, "--tls-key="+t.ingressKey)
+		extra = append(extra, "--tls-cert="+t.ingressCert, "--tls-key="+t.ingressKey)
 	}
-	args = append(args, t.Cfg.ServerArgs...)
-	name := "cloud-tunnel-server"
-	if i > 0 {
-		name = fmt.Sprintf("cloud-tunnel-server-%d", i)
-	}
-	p, err := StartProc(t.Cloud, t.Cfg.WorkDir, name, t.Cfg.TunnelBin, args, nil)
+	pod, err := t.startPod(ctx, t.CloudCP, t.Cloud, d, fmt.Sprintf("%s-%d", d.Name, i), tunnelPodIPs[i], t.Cfg.TunnelBin,
+		override, append(extra, t.Cfg.ServerArgs...))
 	if err != nil {
 		return nil, err
 	}
-	return p, waitHTTP(ctx, t.Cloud, p, "http://"+admin+"/healthz", 30*time.Second)
+	return pod.Proc, waitHTTP(ctx, t.Cloud, pod.Proc, "http://"+net.JoinHostPort(tunnelPodIPs[i], strconv.Itoa(TunnelAdmin))+"/healthz", 30*time.Second)
 }
 
 // StartSecondTunnel starts a second tunnel server (at TunnelPod2IP) and a
@@ -313,6 +254,7 @@ func (t *Topology) StopSecondTunnel() {
 	for _, p := range []*Proc{c, s} {
 		if p != nil {
 			p.Stop(5 * time.Second)
+			t.removePod(p)
 		}
 	}
 }
@@ -341,25 +283,25 @@ func (t *Topology) StartTunnelClient(ctx context.Context) (*Proc, error) {
 	return p, nil
 }
 
-// startClient starts a tunnel client in home dialing url.
-func (t *Topology) startClient(_ context.Context, url string) (*Proc, error) {
+// startClient runs one more replica of the rendered tunnel-client
+// Deployment in home, dialing url, as a "pod" of its own address
+// (clientPodIP), so a stopped predecessor does not hold its admin port.
+func (t *Topology) startClient(ctx context.Context, url string) (*Proc, error) {
 	t.mu.Lock()
 	seq := t.clientSeq
 	t.clientSeq++
 	t.mu.Unlock()
-	args := []string{"client",
-		"--server=" + url,
-		"--upstream=api=kubernetes.default.svc.cluster.local:" + strconv.Itoa(HomeAPIPort),
-		"--upstream=gateway=" + GatewayHost + ":" + strconv.Itoa(GatewayPort),
-		"--upstream=probe=" + GatewayHost + ":" + strconv.Itoa(ProbePort),
-		"--token-file=" + t.tokenFile,
-		"--admin-addr=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ClientAdmin+seq)),
+	d := t.clientDeployment
+	ip := clientPodIP(seq)
+	if err := t.Home.AddAddrs("pods", ip+"/32"); err != nil {
+		return nil, err
 	}
-	if t.Cfg.TunnelTLS {
-		args = append(args, "--ca-file="+t.ingressCAFile)
+	var override map[string]string
+	if url != t.TunnelURL() {
+		override = map[string]string{"server": url}
 	}
-	args = append(args, t.Cfg.ClientArgs...)
-	p, err := StartProc(t.Home, t.Cfg.WorkDir, fmt.Sprintf("home-tunnel-client-%d", seq), t.Cfg.TunnelBin, args, nil)
+	pod, err := t.startPod(ctx, t.HomeCP, t.Home, d, fmt.Sprintf("%s-%d", d.Name, seq), ip, t.Cfg.TunnelBin,
+		override, t.Cfg.ClientArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -367,15 +309,31 @@ func (t *Topology) startClient(_ context.Context, url string) (*Proc, error) {
 	if t.clientAdmin == nil {
 		t.clientAdmin = map[*Proc]int{}
 	}
-	t.clientAdmin[p] = seq
+	t.clientAdmin[pod.Proc] = seq
 	t.mu.Unlock()
-	return p, nil
+	return pod.Proc, nil
 }
 
-// ClientAdminURL is the admin base URL of the n-th client started (the
-// second tunnel's client counts too).
+// clientPodIP is the home "pod" address of the n-th client started.
+func clientPodIP(n int) string { return fmt.Sprintf("%s%d", HomeClientPodPrefix, 10+n) }
+
+// StopTunnelClients stops every tunnel client of the first tunnel (their
+// pods are gone): the link has no session until StartTunnelClient.
+func (t *Topology) StopTunnelClients() {
+	t.mu.Lock()
+	clients := t.TunnelClients
+	t.TunnelClients = nil
+	t.mu.Unlock()
+	for _, p := range clients {
+		p.Stop(5 * time.Second)
+		t.removePod(p)
+	}
+}
+
+// ClientAdminURL is the admin base URL (in home) of the n-th client
+// started (the second tunnel's client counts too).
 func ClientAdminURL(n int) string {
-	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ClientAdmin+n))
+	return "http://" + net.JoinHostPort(clientPodIP(n), strconv.Itoa(TunnelAdmin))
 }
 
 // WaitClientReady waits until the newest client's /readyz says its session

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,7 +54,7 @@ const (
 	TunnelAdmin   = 9090
 	WebhookPort   = 9443
 	WebhookHealth = 8081
-	WebhookMetric = 8082
+	WebhookMetric = 8080
 
 	// home addresses (a dummy interface: cloud has no route to them).
 	HomeAPIIP     = "192.168.1.10"
@@ -61,7 +63,9 @@ const (
 	HomeAPIPort   = 6443
 	GatewayPort   = 4143
 	ProbePort     = 4191
-	ClientAdmin   = 9091
+	// HomeClientPodPrefix + (10+n) is the address of the n-th tunnel
+	// client "pod" (its admin port is the rendered one, TunnelAdmin).
+	HomeClientPodPrefix = "192.168.2."
 
 	// TunnelHost is the cloud ingress name the home client dials.
 	TunnelHost = "l5d-tunnel.cloud.internal"
@@ -86,12 +90,8 @@ type Config struct {
 	BinDir     string // kube-apiserver, etcd, kube-controller-manager, kubectl
 	TunnelBin  string // bin/tunnel; empty: no tunnel
 	WebhookBin string // bin/webhook; empty: no webhook
-	// WebhookConfig is the MutatingWebhookConfiguration YAML to register
-	// (WebhookConfigYAML: the chart's).
-	WebhookConfig []byte
-	// Binding is the YAML holding the two binding Services (any other
-	// objects are ignored).
-	Binding []byte
+	// CLIBin is bin/linkerd-tunnel: the e2e installs what it renders.
+	CLIBin string
 	// TunnelTLS serves the websocket endpoint over TLS (wss://).
 	TunnelTLS bool
 	// ClientArgs and ServerArgs are extra tunnel flags.
@@ -108,11 +108,8 @@ func (c Config) Validate() error {
 	if c.BinDir == "" {
 		problems = append(problems, "BinDir (control-plane binaries) is empty")
 	}
-	if len(c.Binding) == 0 {
-		problems = append(problems, "Binding (the binding Services YAML) is empty")
-	}
-	if c.WebhookBin != "" && len(c.WebhookConfig) == 0 {
-		problems = append(problems, "WebhookBin is set but WebhookConfig is empty")
+	if c.CLIBin == "" {
+		problems = append(problems, "CLIBin (linkerd-tunnel, which renders the install) is empty")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrBadConfig, strings.Join(problems, "; "))
@@ -144,13 +141,15 @@ type Topology struct {
 	HomeToken string
 	Binding   Binding
 
-	tokenFile                  string
+	// the rendered Deployments the pods run
+	webhookDeployment, serverDeployment, clientDeployment *appsv1.Deployment
+
 	ingressCAFile, ingressCert string
 	ingressKey                 string
 	mu                         sync.Mutex
 	clientSeq                  int
-	clientAdmin                map[*Proc]int // client -> its seq (admin port ClientAdmin+seq)
-	pods                       podReadiness
+	clientAdmin                map[*Proc]int // client -> its seq (clientPodIP)
+	pods                       podStandIn
 }
 
 // Binding is the tunnel binding the e2e creates: what mutate.FindBinding
@@ -188,9 +187,6 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 		return t, err
 	}
 	var err error
-	if t.Binding, err = ParseBinding(cfg.Binding); err != nil {
-		return t, err
-	}
 	if t.Cloud, err = NewNetns("cloud"); err != nil {
 		return t, err
 	}
@@ -213,7 +209,7 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 	}); err != nil {
 		return t, err
 	}
-	if err := t.WriteCloudDNS(ctx); err != nil {
+	if err := t.Cloud.WriteHosts(cloudHosts(Binding{}, nil)); err != nil {
 		return t, err
 	}
 	t.logf("network: namespaces %s and %s, veth %s<->%s", t.Cloud.Name, t.Home.Name, CloudVethIP, HomeVethIP)
@@ -251,6 +247,15 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 	if err := t.startGateway(ctx); err != nil {
 		return t, err
 	}
+	// Installed as docs/install.md says, from what linkerd-tunnel renders.
+	if err := t.ingressCerts(); err != nil {
+		return t, err
+	}
+	for _, step := range []func(context.Context) error{t.installWebhook, t.installServer, t.installClient, t.startPodStandIn} {
+		if err := step(ctx); err != nil {
+			return t, err
+		}
+	}
 	if cfg.WebhookBin != "" {
 		if err := t.startWebhook(ctx); err != nil {
 			return t, err
@@ -260,7 +265,7 @@ func Up(ctx context.Context, cfg Config) (*Topology, error) {
 		if err := t.startTunnel(ctx); err != nil {
 			return t, err
 		}
-		if err := t.startPodReadiness(ctx); err != nil {
+		if err := t.waitPodsWritten(ctx); err != nil {
 			return t, err
 		}
 	}
@@ -337,7 +342,17 @@ func (t *Topology) setupHome(ctx context.Context) error {
 	}}
 	web.Name, web.Namespace = "web", "demo"
 	web.Labels = map[string]string{"mirror.linkerd.io/exported": "true"}
-	for _, o := range []client.Object{sa, role, rb, web} {
+	// Linkerd's gateway Service, its one endpoint the stand-in gateway (no
+	// controller manager in home: the slice is written here).
+	gw := &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Name: "mc-gateway", Port: GatewayPort}, {Name: "mc-probe", Port: ProbePort}}}}
+	gw.Name, gw.Namespace = "linkerd-gateway", "linkerd-multicluster"
+	gwSlice := &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:     []discoveryv1.EndpointPort{{Name: ptr.To("mc-gateway"), Port: ptr.To[int32](GatewayPort)}, {Name: ptr.To("mc-probe"), Port: ptr.To[int32](ProbePort)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{HomeGatewayIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}}
+	gwSlice.Name, gwSlice.Namespace = "linkerd-gateway-e2e", gw.Namespace
+	gwSlice.Labels = map[string]string{discoveryv1.LabelServiceName: gw.Name, discoveryv1.LabelManagedBy: PodSliceManager}
+	for _, o := range []client.Object{sa, role, rb, web, gw, gwSlice} {
 		if err := c.Create(ctx, o); err != nil && !isAlreadyExists(err) {
 			return fmt.Errorf("home: create %T %s: %w", o, o.GetName(), err)
 		}
@@ -363,26 +378,28 @@ func (t *Topology) HomeCredentials() HomeCredentials {
 
 func (t *Topology) setupCloud(ctx context.Context) error {
 	c := t.CloudCP.Client
-	if err := t.CloudCP.EnsureNamespace(ctx, TunnelNamespace, nil); err != nil {
+	// Linkerd's namespaces, unlabelled: the install opts them in by name.
+	for _, ns := range []string{"linkerd", "linkerd-multicluster"} {
+		if err := t.CloudCP.EnsureNamespace(ctx, ns, nil); err != nil {
+			return err
+		}
+	}
+	// The namespace of the mirrored Services, opted in by the label, so the
+	// webhook sees them and must leave them alone.
+	if err := t.CloudCP.EnsureNamespace(ctx, "demo", map[string]string{mutate.LabelRewrite: mutate.LabelRewriteEnabled}); err != nil {
 		return err
 	}
-	if t.Binding.Namespace != TunnelNamespace {
-		if err := t.CloudCP.EnsureNamespace(ctx, t.Binding.Namespace, nil); err != nil {
-			return err
-		}
-	}
-	// Linkerd's namespaces, opted in to the rewrite as docs/install.md says,
-	// and the namespace of the mirrored Services (opted in too, so the webhook
-	// sees them and must leave them alone)
-	for _, ns := range []string{"linkerd", "linkerd-multicluster", "demo"} {
-		if err := t.CloudCP.EnsureNamespace(ctx, ns, map[string]string{mutate.LabelRewrite: mutate.LabelRewriteEnabled}); err != nil {
-			return err
-		}
-	}
+	// Linkerd's CRDs, and cert-manager's (the install has Issuers and
+	// Certificates; issueCertificates stands in for the controller).
 	crds, err := testenv.CRDs(testenv.Options{})
 	if err != nil {
 		return err
 	}
+	cm, err := testenv.CertManagerCRDs()
+	if err != nil {
+		return err
+	}
+	crds = append(crds, cm...)
 	for _, crd := range crds {
 		if err := c.Create(ctx, crd); err != nil && !isAlreadyExists(err) {
 			return fmt.Errorf("cloud: create CRD %s: %w", crd.Name, err)
@@ -525,8 +542,10 @@ func cloudHosts(b Binding, services []corev1.Service) []string {
 	add := func(ip string, fqdn string) {
 		names[fqdn] = ip
 	}
-	add(TunnelPodIP, b.ServiceFQDN())
-	add(TunnelPodIP, b.HeadlessFQDN())
+	if b.Service != "" { // the binding is known once the server is installed
+		add(TunnelPodIP, b.ServiceFQDN())
+		add(TunnelPodIP, b.HeadlessFQDN())
+	}
 	for _, s := range services {
 		if s.Spec.Type != corev1.ServiceTypeExternalName {
 			continue

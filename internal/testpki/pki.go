@@ -39,6 +39,8 @@ type CertSpec struct {
 	IPs        []net.IP
 	Server     bool
 	Client     bool
+	// Validity is how long the certificate is valid (default a day).
+	Validity time.Duration
 }
 
 func serial() *big.Int {
@@ -47,7 +49,10 @@ func serial() *big.Int {
 }
 
 // NewCA creates a self-signed P-256 CA valid for a day.
-func NewCA(cn string) (*CA, error) {
+func NewCA(cn string) (*CA, error) { return NewCAValid(cn, 24*time.Hour) }
+
+// NewCAValid creates a self-signed P-256 CA valid for validity.
+func NewCAValid(cn string, validity time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -56,7 +61,7 @@ func NewCA(cn string) (*CA, error) {
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -72,17 +77,31 @@ func NewCA(cn string) (*CA, error) {
 	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
+// KeyPEM is the CA's private key, PEM-encoded (PKCS #8), as cert-manager
+// stores it in a CA Certificate's Secret.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
 // Issue signs a P-256 leaf certificate.
 func (ca *CA) Issue(s CertSpec) (KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return KeyPair{}, err
 	}
+	validity := s.Validity
+	if validity == 0 {
+		validity = 24 * time.Hour
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: s.CommonName, Organization: s.Orgs},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotAfter:     time.Now().Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		DNSNames:     s.DNSNames,
 		IPAddresses:  s.IPs,

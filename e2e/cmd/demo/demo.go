@@ -28,10 +28,9 @@ type demo struct {
 	step int
 
 	// Set by start.
-	binDir     string // control-plane binaries (kubectl)
-	work       string
-	topo       *harness.Topology
-	bindingSrc string // where the binding Services came from
+	binDir string // control-plane binaries (kubectl)
+	work   string
+	topo   *harness.Topology
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -118,6 +117,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.useThroughTunnel(ctx, st); err != nil {
 		return err
 	}
+	if err := d.check(ctx); err != nil {
+		return err
+	}
 	if d.opts.once {
 		d.say("\n--once: done.")
 		return nil
@@ -142,15 +144,10 @@ func (d *demo) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hookCfg, err := harness.WebhookConfigYAML()
+	cliBin, err := binary(root, "linkerd-tunnel")
 	if err != nil {
 		return err
 	}
-	bindingYAML, bindingSrc, err := harness.BindingYAML()
-	if err != nil {
-		return err
-	}
-	d.bindingSrc = bindingSrc
 	if err := os.MkdirAll(filepath.Join(root, ".cache"), 0o755); err != nil {
 		return err
 	}
@@ -160,9 +157,9 @@ func (d *demo) start(ctx context.Context) error {
 	}
 	start := time.Now()
 	d.topo, err = harness.Up(ctx, harness.Config{
-		WorkDir: d.work, BinDir: d.binDir, TunnelBin: tunnelBin, WebhookBin: webhookBin,
-		WebhookConfig: hookCfg, Binding: bindingYAML, TunnelTLS: !d.opts.ws,
-		Logf: func(f string, a ...any) { d.say("   "+f, a...) },
+		WorkDir: d.work, BinDir: d.binDir, TunnelBin: tunnelBin, WebhookBin: webhookBin, CLIBin: cliBin,
+		TunnelTLS: !d.opts.ws,
+		Logf:      func(f string, a ...any) { d.say("   "+f, a...) },
 	})
 	if err != nil {
 		return err
@@ -195,7 +192,7 @@ func (d *demo) showIsolation(ctx context.Context) error {
 // the webhook.
 func (d *demo) installBinding(ctx context.Context) error {
 	d.section("Install the tunnel binding in cloud")
-	d.say("   from %s:", d.bindingSrc)
+	d.say("   rendered by `linkerd-tunnel server %s` and applied to cloud with the rest of the install:", harness.LinkName)
 	topo := d.topo
 	if err := topo.CreateBinding(ctx); err != nil {
 		return err
@@ -306,6 +303,27 @@ func (d *demo) showRewrite(ctx context.Context, o *unstructured.Unstructured, is
 
 // useThroughTunnel uses the stored credentials, the probe and the gateway
 // from cloud: every one of them reaches home only through the tunnel.
+// check runs `linkerd tunnel check` (as linkerd-tunnel check) in both
+// clusters and prints its report; a failed check fails the demo.
+func (d *demo) check(ctx context.Context) error {
+	topo := d.topo
+	for _, c := range []struct {
+		name string
+		ns   *harness.Netns
+		cp   *harness.ControlPlane
+	}{{"cloud", topo.Cloud, topo.CloudCP}, {"home", topo.Home, topo.HomeCP}} {
+		d.section("linkerd --context " + c.name + " tunnel check")
+		out, err := topo.LinkerdTunnel(ctx, c.ns, c.cp, "check", "--wait=30s")
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			d.say("   %s", l)
+		}
+		if err != nil {
+			return fmt.Errorf("linkerd tunnel check in %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
 func (d *demo) useThroughTunnel(ctx context.Context, st stored) error {
 	topo := d.topo
 	d.section("kubectl get services in HOME, from cloud, with the stored credentials (through the tunnel)")
