@@ -581,7 +581,7 @@ func TestWebhookConfiguration(t *testing.T) {
 			t.Errorf("webhook %s: timeout must be short (<= 10s)", wh.Name)
 		}
 		if wh.FailurePolicy == nil {
-			t.Errorf("webhook %s: failurePolicy must be explicit (docs/install.md explains the choice)", wh.Name)
+			t.Errorf("webhook %s: failurePolicy must be explicit (docs/operations.md explains the choice)", wh.Name)
 		}
 		// Namespaces opt in by name (--rewrite-namespaces) or label, which
 		// a selector cannot express: every namespace but kube-system and
