@@ -90,7 +90,7 @@ func TestInstallOnAPIServer(t *testing.T) {
 	}
 
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	shipped := as[admissionregistrationv1.MutatingWebhookConfiguration](t, ofKind(loadDist(t, "install-webhook.yaml"), "MutatingWebhookConfiguration")[0])
+	shipped := as[admissionregistrationv1.MutatingWebhookConfiguration](t, fixtures.OfKind(loadDist(t, "install-webhook.yaml"), "MutatingWebhookConfiguration")[0])
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: shipped.Name}, mwc); err != nil {
 		t.Fatalf("MutatingWebhookConfiguration %s: %v", shipped.Name, err)
 	}
@@ -218,7 +218,7 @@ func checkWebhookDown(t *testing.T, env *testenv.Env, shipped *admissionregistra
 func checkPodSecurityAdmission(t *testing.T, env *testenv.Env) {
 	ctx := t.Context()
 	for f := range distFiles {
-		for _, u := range ofKind(loadDist(t, f), "Deployment") {
+		for _, u := range fixtures.OfKind(loadDist(t, f), "Deployment") {
 			d := as[appsv1.Deployment](t, u)
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-psa", Namespace: d.Namespace, Labels: d.Spec.Template.Labels},

@@ -13,6 +13,8 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 )
 
 // certificate is what the tests need of a cert-manager Certificate.
@@ -47,7 +49,7 @@ func toCertificate(t *testing.T, u *unstructured.Unstructured) certificate {
 // Service's name, its Secret and its DNS names.
 func servingCertificate(t *testing.T, objs []*unstructured.Unstructured) (certificate, string, []string) {
 	t.Helper()
-	for _, u := range ofKind(objs, "Certificate") {
+	for _, u := range fixtures.OfKind(objs, "Certificate") {
 		c := toCertificate(t, u)
 		for _, n := range c.dnsNames {
 			if n == "l5d-tunnel-webhook."+ns+".svc" {
@@ -106,11 +108,11 @@ func checkCAInjection(t *testing.T, objs []*unstructured.Unstructured, mwc *admi
 // (so it can fail).
 func TestCARenewalKeepsWebhookTrusted(t *testing.T) {
 	objs := loadDist(t, "install-webhook.yaml")
-	mwc := ofKind(objs, "MutatingWebhookConfiguration")[0]
+	mwc := fixtures.OfKind(objs, "MutatingWebhookConfiguration")[0]
 	_, injected, _ := strings.Cut(mwc.GetAnnotations()["cert-manager.io/inject-ca-from"], "/")
 	serving, _, _ := servingCertificate(t, objs)
 	var ca certificate
-	for _, u := range ofKind(objs, "Certificate") {
+	for _, u := range fixtures.OfKind(objs, "Certificate") {
 		if c := toCertificate(t, u); c.isCA {
 			ca = c
 		}

@@ -249,7 +249,7 @@ func secretToken(t *testing.T, raw []byte, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range ofKind(objs, "Secret") {
+	for _, o := range fixtures.OfKind(objs, "Secret") {
 		if o.GetName() == name {
 			s := as[corev1.Secret](t, o)
 			return string(s.Data["token"])
@@ -306,11 +306,11 @@ func TestToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			objs, _ := fixtures.Decode(raw)
-			if n := len(ofKind(objs, "Secret")); n != 0 {
+			if n := len(fixtures.OfKind(objs, "Secret")); n != 0 {
 				t.Errorf("token.create=false: %d Secrets", n)
 			}
 			// Either way, the pod mounts the link's Secret.
-			d := as[appsv1.Deployment](t, ofKind(objs, "Deployment")[0])
+			d := as[appsv1.Deployment](t, fixtures.OfKind(objs, "Deployment")[0])
 			if v := d.Spec.Template.Spec.Volumes[0]; v.Secret == nil || v.Secret.SecretName != name {
 				t.Errorf("token volume %+v, want Secret %s", v, name)
 			}
@@ -329,14 +329,14 @@ func must(b []byte, err error) []byte {
 // to the websocket Service with the class, TLS Secret and annotations
 // given.
 func TestIngress(t *testing.T) {
-	if n := len(ofKind(render(t, manifests.ChartServer, required[manifests.ChartServer]), "Ingress")); n != 0 {
+	if n := len(fixtures.OfKind(render(t, manifests.ChartServer, required[manifests.ChartServer]), "Ingress")); n != 0 {
 		t.Errorf("ingress.enabled=false renders %d Ingresses", n)
 	}
 	objs := render(t, manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingress": map[string]any{
 		"enabled": true, "host": "t.example.com", "className": "traefik",
 		"annotations": map[string]any{"traefik.ingress.kubernetes.io/router.tls": "true"},
 	}}))
-	ings := ofKind(objs, "Ingress")
+	ings := fixtures.OfKind(objs, "Ingress")
 	if len(ings) != 1 {
 		t.Fatalf("%d Ingresses", len(ings))
 	}
@@ -355,7 +355,7 @@ func TestIngress(t *testing.T) {
 	if !reflect.DeepEqual(ing.Annotations, map[string]string{"traefik.ingress.kubernetes.io/router.tls": "true"}) {
 		t.Errorf("annotations %v", ing.Annotations)
 	}
-	ing = as[networkingv1.Ingress](t, ofKind(render(t, manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingress": map[string]any{
+	ing = as[networkingv1.Ingress](t, fixtures.OfKind(render(t, manifests.ChartServer, with(manifests.ChartServer, map[string]any{"ingress": map[string]any{
 		"enabled": true, "host": "t.example.com", "tlsSecretName": "my-cert",
 	}})), "Ingress")[0])
 	if ing.Spec.IngressClassName != nil || ing.Spec.TLS[0].SecretName != "my-cert" || len(ing.Annotations) != 0 {
@@ -378,7 +378,7 @@ func TestRewriteNamespaces(t *testing.T) {
 	if got, _ := flagValue(d.Spec.Template.Spec.Containers[0].Args, "rewrite-namespaces"); got != strings.Join(rewrite, ",") {
 		t.Errorf("--rewrite-namespaces=%q, want %q", got, strings.Join(rewrite, ","))
 	}
-	mwc := as[admissionregistrationv1.MutatingWebhookConfiguration](t, ofKind(objs, "MutatingWebhookConfiguration")[0])
+	mwc := as[admissionregistrationv1.MutatingWebhookConfiguration](t, fixtures.OfKind(objs, "MutatingWebhookConfiguration")[0])
 	wantSel := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", ns}},
 	}}
@@ -388,7 +388,7 @@ func TestRewriteNamespaces(t *testing.T) {
 		}
 	}
 	bound := map[string]string{}
-	for _, u := range ofKind(objs, "RoleBinding") {
+	for _, u := range fixtures.OfKind(objs, "RoleBinding") {
 		rb := as[rbacv1.RoleBinding](t, u)
 		if rb.Namespace != ns {
 			bound[rb.Namespace] = rb.RoleRef.Name
@@ -401,7 +401,7 @@ func TestRewriteNamespaces(t *testing.T) {
 	// Linkerd in another namespace (linkerd -L): its credentials-only
 	// binding follows linkerdNamespace.
 	objs = render(t, manifests.ChartWebhook, map[string]any{"rewriteNamespaces": []any{"mc", "l5d"}, "linkerdNamespace": "l5d"})
-	for _, u := range ofKind(objs, "RoleBinding") {
+	for _, u := range fixtures.OfKind(objs, "RoleBinding") {
 		rb := as[rbacv1.RoleBinding](t, u)
 		if w := map[string]string{"mc": "l5d-tunnel-webhook-rewrite", "l5d": "l5d-tunnel-webhook-credentials", ns: "l5d-tunnel-webhook"}[rb.Namespace]; rb.RoleRef.Name != w {
 			t.Errorf("RoleBinding %s/%s binds %s, want %s", rb.Namespace, rb.Name, rb.RoleRef.Name, w)
@@ -444,10 +444,10 @@ func TestClientValues(t *testing.T) {
 	}
 	// Without a CA bundle: no ConfigMap, no --ca-file.
 	objs = render(t, manifests.ChartClient, required[manifests.ChartClient])
-	if len(ofKind(objs, "ConfigMap")) != 0 {
+	if len(fixtures.OfKind(objs, "ConfigMap")) != 0 {
 		t.Error("ConfigMap without caBundle")
 	}
-	if _, ok := flagValue(as[appsv1.Deployment](t, ofKind(objs, "Deployment")[0]).Spec.Template.Spec.Containers[0].Args, "ca-file"); ok {
+	if _, ok := flagValue(as[appsv1.Deployment](t, fixtures.OfKind(objs, "Deployment")[0]).Spec.Template.Spec.Containers[0].Args, "ca-file"); ok {
 		t.Error("--ca-file without caBundle")
 	}
 }

@@ -82,16 +82,6 @@ func as[T any](t *testing.T, u *unstructured.Unstructured) *T {
 	return out
 }
 
-func ofKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, namespace, name string) *unstructured.Unstructured {
 	t.Helper()
 	for _, o := range objs {
@@ -156,12 +146,12 @@ func TestWorkloadSecurity(t *testing.T) {
 	all := loadAllDist(t)
 	deployments := 0
 	for file, objs := range all {
-		for _, n := range ofKind(objs, "Namespace") {
+		for _, n := range fixtures.OfKind(objs, "Namespace") {
 			if n.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
 				t.Errorf("%s: Namespace %s does not enforce the restricted Pod Security Standard", file, n.GetName())
 			}
 		}
-		for _, u := range ofKind(objs, "Deployment") {
+		for _, u := range fixtures.OfKind(objs, "Deployment") {
 			deployments++
 			d := as[appsv1.Deployment](t, u)
 			t.Run(file+"/"+d.Name, func(t *testing.T) {
@@ -312,7 +302,7 @@ func checkProbes(t *testing.T, c corev1.Container, live, ready string, port int3
 // whose podSelector selects its pods and that restricts ingress.
 func checkNetworkPolicy(t *testing.T, objs []*unstructured.Unstructured, d *appsv1.Deployment) {
 	t.Helper()
-	for _, u := range ofKind(objs, "NetworkPolicy") {
+	for _, u := range fixtures.OfKind(objs, "NetworkPolicy") {
 		np := as[networkingv1.NetworkPolicy](t, u)
 		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 		if err != nil {
@@ -335,7 +325,7 @@ func checkNetworkPolicy(t *testing.T, objs []*unstructured.Unstructured, d *apps
 
 func checkPDB(t *testing.T, objs []*unstructured.Unstructured, d *appsv1.Deployment) {
 	t.Helper()
-	for _, u := range ofKind(objs, "PodDisruptionBudget") {
+	for _, u := range fixtures.OfKind(objs, "PodDisruptionBudget") {
 		pdb := as[policyv1.PodDisruptionBudget](t, u)
 		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
 		if err != nil {
@@ -358,7 +348,7 @@ func checkPDB(t *testing.T, objs []*unstructured.Unstructured, d *appsv1.Deploym
 func TestTunnelBinding(t *testing.T) {
 	objs := loadDist(t, "tunnel-server.yaml")
 	var svcs []corev1.Service
-	for _, u := range ofKind(objs, "Service") {
+	for _, u := range fixtures.OfKind(objs, "Service") {
 		svcs = append(svcs, *as[corev1.Service](t, u))
 	}
 	b, err := mutate.FindBinding(exampleCluster, svcs, []string{ns})
@@ -466,7 +456,7 @@ func mountedFile(c corev1.Container, file string) bool {
 // from a file.
 func TestTunnelClient(t *testing.T) {
 	objs := loadDist(t, "tunnel-client.yaml")
-	deps := ofKind(objs, "Deployment")
+	deps := fixtures.OfKind(objs, "Deployment")
 	if len(deps) != 1 {
 		t.Fatalf("%d Deployments, want 1", len(deps))
 	}
@@ -516,7 +506,7 @@ func TestWebhookConfiguration(t *testing.T) {
 		t.Fatalf("testenv.WebhookConfiguration: want exactly one MutatingWebhookConfiguration (%d objects, %v)", len(src), err)
 	}
 	objs := loadDist(t, "install-webhook.yaml")
-	mwcs := ofKind(objs, "MutatingWebhookConfiguration")
+	mwcs := fixtures.OfKind(objs, "MutatingWebhookConfiguration")
 	if len(mwcs) != 1 {
 		t.Fatalf("%d MutatingWebhookConfigurations in dist/install-webhook.yaml, want 1", len(mwcs))
 	}

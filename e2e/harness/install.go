@@ -134,13 +134,10 @@ func (t *Topology) ApplyRendered(ctx context.Context, cp *ControlPlane, yml []by
 	return objs, nil
 }
 
-// ofKind returns the objects of kind, converted to T.
+// ofKind returns the objects of kind (fixtures.OfKind), converted to T.
 func ofKind[T any](objs []*unstructured.Unstructured, kind string) ([]*T, error) {
 	var out []*T
-	for _, o := range objs {
-		if o.GetKind() != kind {
-			continue
-		}
+	for _, o := range fixtures.OfKind(objs, kind) {
 		v := new(T)
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", kind, o.GetName(), err)

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testenv"
 )
 
@@ -113,7 +114,7 @@ func TestOnAPIServer(t *testing.T) {
 		if !hexToken.MatchString(token) {
 			t.Fatalf("fresh token %q: want 32 random bytes in hex", token)
 		}
-		if len(ofKind(objects(t, out), "Namespace")) != 0 {
+		if len(fixtures.OfKind(objects(t, out), "Namespace")) != 0 {
 			t.Errorf("server renders a Namespace")
 		}
 		// Not applied yet: another run makes another token.
@@ -220,7 +221,7 @@ func TestOnAPIServer(t *testing.T) {
 	t.Run("Version", func(t *testing.T) {
 		// The server version is the image tag of the installed Deployments.
 		want := "unavailable"
-		for _, d := range ofKind(objects(t, install), "Deployment") {
+		for _, d := range fixtures.OfKind(objects(t, install), "Deployment") {
 			ctrs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
 			image, _, _ := unstructured.NestedString(ctrs[0].(map[string]any), "image")
 			want = image[strings.LastIndex(image, ":")+1:]

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/cli"
+	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 )
 
 // result is one run of the CLI.
@@ -63,16 +64,6 @@ func objects(t *testing.T, stream string) []*unstructured.Unstructured {
 	return out
 }
 
-func ofKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 // secretValue returns key of a rendered Secret (data or stringData).
 func secretValue(t *testing.T, s *unstructured.Unstructured, key string) string {
 	t.Helper()
@@ -97,13 +88,13 @@ func tokenIn(t *testing.T, objs []*unstructured.Unstructured, link string) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range ofKind(objs, "Secret") {
+	for _, s := range fixtures.OfKind(objs, "Secret") {
 		if s.GetName() == ref.Name {
 			return secretValue(t, s, ref.Key)
 		}
 	}
 	// The client chart may name its Secret differently: the only Secret.
-	if ss := ofKind(objs, "Secret"); len(ss) == 1 {
+	if ss := fixtures.OfKind(objs, "Secret"); len(ss) == 1 {
 		return secretValue(t, ss[0], ref.Key)
 	}
 	t.Fatalf("no token Secret %s in the output", ref.Name)
@@ -188,7 +179,7 @@ func TestHelpHasExamples(t *testing.T) {
 func rewriteNamespacesOf(t *testing.T, stream string) []string {
 	t.Helper()
 	var out []string
-	for _, rb := range ofKind(objects(t, stream), "RoleBinding") {
+	for _, rb := range fixtures.OfKind(objects(t, stream), "RoleBinding") {
 		if ns := rb.GetNamespace(); ns != DefaultNamespace && !slices.Contains(out, ns) {
 			out = append(out, ns)
 		}
@@ -203,8 +194,8 @@ func TestInstallRendersOnlyLabelledObjectsAndDerivesRewriteNamespaces(t *testing
 		t.Fatalf("install: exit %d: %s", r.code, r.stderr)
 	}
 	objs := objects(t, r.stdout)
-	if len(ofKind(objs, "Namespace")) != 1 || len(ofKind(objs, "MutatingWebhookConfiguration")) != 1 {
-		t.Fatalf("install renders %d Namespaces and %d MutatingWebhookConfigurations; want 1 and 1", len(ofKind(objs, "Namespace")), len(ofKind(objs, "MutatingWebhookConfiguration")))
+	if len(fixtures.OfKind(objs, "Namespace")) != 1 || len(fixtures.OfKind(objs, "MutatingWebhookConfiguration")) != 1 {
+		t.Fatalf("install renders %d Namespaces and %d MutatingWebhookConfigurations; want 1 and 1", len(fixtures.OfKind(objs, "Namespace")), len(fixtures.OfKind(objs, "MutatingWebhookConfiguration")))
 	}
 	for _, o := range objs {
 		if o.GetLabels()[LabelExtension] != Name {
@@ -256,7 +247,7 @@ func TestValuesFromStdin(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("server -f -: exit %d: %s", r.code, r.stderr)
 	}
-	ing := ofKind(objects(t, r.stdout), "Ingress")
+	ing := fixtures.OfKind(objects(t, r.stdout), "Ingress")
 	if len(ing) != 1 || !strings.Contains(r.stdout, "stdin.example.com") {
 		t.Errorf("server -f - with an ingress from stdin: %d Ingresses, output:\n%s", len(ing), r.stdout)
 	}
@@ -404,7 +395,7 @@ func TestImageFlagsReachTheDeployments(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("%q: exit %d: %s", args, r.code, r.stderr)
 		}
-		deps := ofKind(objects(t, r.stdout), "Deployment")
+		deps := fixtures.OfKind(objects(t, r.stdout), "Deployment")
 		if len(deps) != 1 {
 			t.Fatalf("%q: %d Deployments, want 1", args, len(deps))
 		}

@@ -766,16 +766,24 @@ func testUntrusted(t *testing.T, we *webhookEnv) {
 	}
 }
 
-// testNotOptedIn: namespaces without the label are never rewritten, even
-// with a trusted binding.
-func testNotOptedIn(t *testing.T, we *webhookEnv) {
-	fc := newCase("optout")
+// applyUnlabelled applies the newest link output for case name into
+// namespaces without the opt-in label, with a trusted binding in place, and
+// returns the link objects as applied.
+func applyUnlabelled(t *testing.T, we *webhookEnv, name string) []*unstructured.Unstructured {
+	t.Helper()
+	fc := newCase(name)
 	we.namespaces(t, false, fc.mcNS, fc.l5dNS)
 	we.kubectl(t, bindingYAML(fc.cluster, trustedNS, ""), "apply", "-f", "-")
 	waitBinding(t, we, fc.cluster)
 	objs := fc.transform(t, fixtures.Newest(), "link.yaml")
 	we.apply(t, toYAML(t, objs))
-	for _, o := range linkObjectsOf(objs) {
+	return linkObjectsOf(objs)
+}
+
+// testNotOptedIn: namespaces neither labelled nor named by
+// --rewrite-namespaces are never rewritten, even with a trusted binding.
+func testNotOptedIn(t *testing.T, we *webhookEnv) {
+	for _, o := range applyUnlabelled(t, we, "optout") {
 		checkOriginal(t, o, we.get(t, o))
 	}
 }
@@ -788,15 +796,9 @@ const byNameCase = "byname"
 // at admission without any label (the webhook configuration sends every
 // namespace but kube-system and its own; the webhook decides).
 func testOptedInByName(t *testing.T, we *webhookEnv) {
-	fc := newCase(byNameCase)
-	b := testBinding(fc.cluster)
+	b := testBinding(byNameCase)
 	b.Namespace = trustedNS
-	we.namespaces(t, false, fc.mcNS, fc.l5dNS)
-	we.kubectl(t, bindingYAML(fc.cluster, trustedNS, ""), "apply", "-f", "-")
-	waitBinding(t, we, fc.cluster)
-	objs := fc.transform(t, fixtures.Newest(), "link.yaml")
-	we.apply(t, toYAML(t, objs))
-	for _, o := range linkObjectsOf(objs) {
+	for _, o := range applyUnlabelled(t, we, byNameCase) {
 		kind, _ := mutate.Classify(o)
 		if err := rewrittenErr(kind, we.get(t, o), b); err != nil {
 			t.Errorf("%s %s/%s: %v", kind, o.GetNamespace(), o.GetName(), err)
