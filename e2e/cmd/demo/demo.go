@@ -188,15 +188,20 @@ func (d *demo) showIsolation(ctx context.Context) error {
 	return nil
 }
 
-// installBinding creates the tunnel binding Services in cloud and waits for
-// the webhook.
+// installBinding shows what linkerd tunnel installed and waits for the
+// webhook.
 func (d *demo) installBinding(ctx context.Context) error {
-	d.section("Install the tunnel binding in cloud")
-	d.say("   rendered by `linkerd-tunnel server %s` and applied to cloud with the rest of the install:", harness.LinkName)
+	d.section("Installed with linkerd tunnel (step 1 ran these, each piped to kubectl apply)")
 	topo := d.topo
-	if err := topo.CreateBinding(ctx); err != nil {
-		return err
+	for _, l := range []string{
+		"linkerd tunnel --context cloud install | kubectl --context cloud apply -f -",
+		"linkerd tunnel --context cloud server " + harness.LinkName + " --ingress-host " + harness.TunnelHost + " | kubectl --context cloud apply -f -",
+		"linkerd tunnel --context cloud client " + harness.LinkName + " --server-url " + topo.TunnelURL() + " | kubectl --context home apply -f -",
+	} {
+		d.say("   $ %s", l)
 	}
+	d.say("   (the client command reads the link's token from cloud: no secret is copied by hand)")
+	d.say("   the tunnel binding `linkerd tunnel server %s` rendered:", harness.LinkName)
 	b := topo.Binding
 	d.say("   Service %s/%s (ClusterIP: api %d, probe %d), Service %s/%s (headless: gateway %d), labelled %s=%s",
 		b.Namespace, b.Service, b.APIPort, b.ProbePort, b.Namespace, b.Headless, b.GatewayPort, mutate.LabelLink, harness.LinkName)
@@ -312,7 +317,7 @@ func (d *demo) check(ctx context.Context) error {
 		ns   *harness.Netns
 		cp   *harness.ControlPlane
 	}{{"cloud", topo.Cloud, topo.CloudCP}, {"home", topo.Home, topo.HomeCP}} {
-		d.section("linkerd --context " + c.name + " tunnel check")
+		d.section("linkerd tunnel --context " + c.name + " check")
 		out, err := topo.LinkerdTunnel(ctx, c.ns, c.cp, "check", "--wait=30s")
 		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 			d.say("   %s", l)
@@ -367,6 +372,7 @@ func (d *demo) serve(ctx context.Context, st stored) error {
 	d.say("   ip netns exec %s %s --kubeconfig %s get services -A", topo.Cloud.Name, kubectl, st.kubeconfigs[0])
 	d.say("   ip netns exec %s %s --kubeconfig %s get links -A -o yaml", topo.Cloud.Name, kubectl, topo.CloudCP.Kubeconfig)
 	d.say("   ip netns exec %s curl -s http://%s/metrics | grep ^l5d_tunnel_", topo.Cloud.Name, harness.TunnelServerAdmin())
+	d.say("   ip netns exec %s %s check --kubeconfig %s", topo.Cloud.Name, topo.Cfg.CLIBin, topo.CloudCP.Kubeconfig)
 	d.say("   logs: %s/*.log", d.work)
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
