@@ -363,10 +363,29 @@ func selfSignedPEM(t *testing.T) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func TestGlobalsDropEmptyAsGroup(t *testing.T) {
-	g := &Globals{AsGroups: []string{"[]", "", "team"}}
-	if got := g.groups(); !slices.Equal(got, []string{"team"}) {
-		t.Errorf("groups() = %q, want [team]", got)
+// TestGlobalsAsGroup: --as-group as a user writes it, and as `linkerd check`
+// passes it: pflag's string-array form, "[g1,g2]" as one CSV record
+// ("[]" when there is none).
+func TestGlobalsAsGroup(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+	}{
+		{in: []string{"[]", "", "team"}, want: []string{"team"}},
+		{in: []string{"system:masters"}, want: []string{"system:masters"}},
+		{in: []string{"[system:masters]"}, want: []string{"system:masters"}},
+		{in: []string{`[system:masters,"g,with comma"]`}, want: []string{"system:masters", "g,with comma"}},
+		{in: []string{"[a,b]", "c"}, want: []string{"a", "b", "c"}},
+	} {
+		g := &Globals{AsGroups: tc.in}
+		got, err := g.groups()
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("groups() of %q = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	g := &Globals{AsGroups: []string{`[a,"b]`}}
+	if got, err := g.groups(); err == nil {
+		t.Errorf("groups() of a broken record = %q, want an error", got)
 	}
 }
 

@@ -1,8 +1,10 @@
 package extension
 
 import (
+	"encoding/csv"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -20,9 +22,10 @@ const Name = "tunnel"
 const LabelExtension = "linkerd.io/extension"
 
 // Globals are the flags every Linkerd extension accepts (EXTENSIONS.md in
-// the linkerd2 repository). The linkerd CLI passes them after the extension's
-// own arguments, e.g. `linkerd-tunnel check --output json --kubeconfig K
-// --as-group=[]`.
+// the linkerd2 repository). `linkerd check` passes every one whose value is
+// not empty, as --name=value after the command, e.g. `linkerd-tunnel check
+// --as-group=[] --kubeconfig=K --linkerd-namespace=linkerd --verbose=false
+// --proxy=false --wait=5m0s --output=json` (checked with the real CLI).
 type Globals struct {
 	APIAddr          string
 	Context          string
@@ -40,7 +43,7 @@ func (g *Globals) AddFlags(fs *pflag.FlagSet) {
 	if ns == "" {
 		ns = "linkerd"
 	}
-	fs.StringVar(&g.APIAddr, "api-addr", "", "Override the Kubernetes API server address in the kubeconfig file")
+	fs.StringVar(&g.APIAddr, "api-addr", "", "Address of Linkerd's control-plane API (accepted as every extension must; unused: this extension talks to the Kubernetes API only, from the kubeconfig, as linkerd's own checks do)")
 	fs.StringVar(&g.Context, "context", "", "Name of the kubeconfig context to use")
 	fs.StringVar(&g.As, "as", "", "Username to impersonate for Kubernetes operations")
 	fs.StringArrayVar(&g.AsGroups, "as-group", nil, "Group to impersonate for Kubernetes operations")
@@ -49,29 +52,49 @@ func (g *Globals) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&g.Verbose, "verbose", false, "Turn on debug logging")
 }
 
-// groups drops the "[]" that the linkerd CLI passes for an empty --as-group.
-func (g *Globals) groups() []string {
+// groups are the --as-group values. The linkerd CLI passes its own
+// --as-group on in pflag's string-array form: one value "[g1,g2]", a CSV
+// record in brackets ("[]" for none); a value written by a user is one
+// group.
+func (g *Globals) groups() ([]string, error) {
 	var out []string
 	for _, s := range g.AsGroups {
-		if s != "" && s != "[]" {
-			out = append(out, s)
+		if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+			if s != "" {
+				out = append(out, s)
+			}
+			continue
+		}
+		inner := s[1 : len(s)-1]
+		if inner == "" {
+			continue
+		}
+		rec, err := csv.NewReader(strings.NewReader(inner)).Read()
+		if err != nil {
+			return nil, fmt.Errorf("--as-group %q: %w", s, err)
+		}
+		for _, r := range rec {
+			if r != "" {
+				out = append(out, r)
+			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // RESTConfig builds the client configuration the global flags describe:
 // --kubeconfig (else $KUBECONFIG, else ~/.kube/config, else in-cluster),
-// --context, --api-addr, --as and --as-group.
+// --context, --as and --as-group.
 func (g *Globals) RESTConfig() (*rest.Config, error) {
+	groups, err := g.groups()
+	if err != nil {
+		return nil, err
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = g.Kubeconfig
 	overrides := &clientcmd.ConfigOverrides{CurrentContext: g.Context}
-	if g.APIAddr != "" {
-		overrides.ClusterInfo.Server = g.APIAddr
-	}
 	overrides.AuthInfo.Impersonate = g.As
-	overrides.AuthInfo.ImpersonateGroups = g.groups()
+	overrides.AuthInfo.ImpersonateGroups = groups
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
@@ -94,7 +117,7 @@ func (g *Globals) Client() (client.Client, error) {
 }
 
 // where names the cluster the global flags select, for messages: the
-// kubeconfig context (and --api-addr when given).
+// kubeconfig context.
 func (g *Globals) where() string {
 	name := g.Context
 	if name == "" {
@@ -107,9 +130,6 @@ func (g *Globals) where() string {
 	s := "the current context"
 	if name != "" {
 		s = "context " + name
-	}
-	if g.APIAddr != "" {
-		s += " at " + g.APIAddr
 	}
 	return s
 }
