@@ -1,7 +1,3 @@
-// Command linkerd-tunnel is the l5d-tunnel extension of the Linkerd CLI:
-// `linkerd tunnel ...` runs it from PATH. The commands live in
-// internal/extension (install, server, client, uninstall, version) and
-// internal/healthcheck (check).
 package main
 
 import (
