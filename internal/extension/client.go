@@ -70,23 +70,13 @@ func newClientCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := f.values(cmd, nil, typed, managed); err != nil {
-				return err
-			}
-			ref, err := findTokenRef(link, c.serverNamespace)
-			if err != nil {
-				return err
-			}
-			token, err := c.token(cmd, g, ref, link)
-			if err != nil {
-				return err
-			}
-			managed["token.value"] = token
-			vals, err := f.values(cmd, nil, typed, managed)
-			if err != nil {
-				return err
-			}
-			return f.render(cmd.OutOrStdout(), vals)
+			return f.renderWithToken(cmd, typed, managed, func() (string, error) {
+				ref, err := findTokenRef(link, c.serverNamespace)
+				if err != nil {
+					return "", err
+				}
+				return c.token(cmd, g, ref, link)
+			})
 		},
 	}
 	fs := cmd.Flags()
@@ -100,7 +90,8 @@ func newClientCmd(g *Globals) *cobra.Command {
 }
 
 // values checks the flags and returns the chart values they set: typed ones
-// and managed ones (link, serverURL, token.value), which -f/--set may not set.
+// and managed ones (link, serverURL; renderWithToken adds token.value), which
+// -f/--set may not set.
 func (c *clientFlags) values(link string) (typed, managed map[string]any, err error) {
 	if c.serverURL == "" {
 		return nil, nil, UsageErrorf("--server-url is required (wss://HOST/tunnel of the tunnel server's Ingress)")
@@ -135,7 +126,7 @@ func (c *clientFlags) values(link string) (typed, managed map[string]any, err er
 		}
 		typed["upstreams."+name] = addr
 	}
-	managed = map[string]any{"link": link, "serverURL": u, "token.value": ""}
+	managed = map[string]any{"link": link, "serverURL": u}
 	return typed, managed, nil
 }
 

@@ -126,19 +126,9 @@ func newServerCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Validate every flag before reading the cluster.
-			if _, err := f.values(cmd, nil, typed, map[string]any{"link": link, "token.value": ""}); err != nil {
-				return err
-			}
-			token, err := s.token(cmd, g, link, f.namespace)
-			if err != nil {
-				return err
-			}
-			vals, err := f.values(cmd, nil, typed, map[string]any{"link": link, "token.value": token})
-			if err != nil {
-				return err
-			}
-			return f.render(cmd.OutOrStdout(), vals)
+			return f.renderWithToken(cmd, typed, map[string]any{"link": link}, func() (string, error) {
+				return s.token(cmd, g, link, f.namespace)
+			})
 		},
 	}
 	fs := cmd.Flags()

@@ -186,6 +186,26 @@ func (f *chartFlags) merge(stdin io.Reader) (map[string]any, error) {
 }
 
 // render renders the command's chart with vals into w in the --output format.
+// renderWithToken renders the chart for a command whose token.value comes
+// from the cluster: every flag is validated (with an empty token) before
+// token is asked for, so a bad flag fails without reading the cluster.
+func (f *chartFlags) renderWithToken(cmd *cobra.Command, typed, managed map[string]any, token func() (string, error)) error {
+	managed["token.value"] = ""
+	if _, err := f.values(cmd, nil, typed, managed); err != nil {
+		return err
+	}
+	tok, err := token()
+	if err != nil {
+		return err
+	}
+	managed["token.value"] = tok
+	vals, err := f.values(cmd, nil, typed, managed)
+	if err != nil {
+		return err
+	}
+	return f.render(cmd.OutOrStdout(), vals)
+}
+
 func (f *chartFlags) render(w io.Writer, vals map[string]any) error {
 	out, err := manifests.Render(f.chart, f.namespace, vals)
 	if err != nil {
