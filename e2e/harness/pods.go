@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -52,6 +53,7 @@ type Pod struct {
 	Deployment *appsv1.Deployment
 	Proc       *Proc
 	readyURL   string
+	hc         *http.Client // dials inside NS, for the readiness probe
 }
 
 // podStandIn is the stand-in's state.
@@ -86,7 +88,8 @@ func (t *Topology) startPod(ctx context.Context, cp *ControlPlane, ns *Netns, d 
 	if err != nil {
 		return nil, err
 	}
-	pod := &Pod{Name: name, IP: ip, CP: cp, NS: ns, Deployment: d, Proc: p, readyURL: pp.ReadinessURL()}
+	pod := &Pod{Name: name, IP: ip, CP: cp, NS: ns, Deployment: d, Proc: p, readyURL: pp.ReadinessURL(),
+		hc: &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}}
 	t.pods.mu.Lock()
 	t.pods.pods = append(t.pods.pods, pod)
 	t.pods.mu.Unlock()
@@ -156,28 +159,20 @@ func (t *Topology) runPodStandIn(ctx context.Context) {
 		pods := slices.Clone(t.pods.pods)
 		t.pods.mu.Unlock()
 		groups := map[string][]*Pod{}
-		var order []string
 		for _, p := range pods {
 			k := deploymentKey(p.CP, p.Deployment)
-			if _, ok := groups[k]; !ok {
-				order = append(order, k)
-			}
 			groups[k] = append(groups[k], p)
 			seen[k] = p
 		}
-		// Deployments whose last pod was removed keep being written (empty).
-		for k := range last {
-			if _, ok := groups[k]; !ok && last[k] != "" {
-				order = append(order, k)
-			}
-		}
-		for _, k := range order {
-			ps := groups[k]
+		// Every Deployment that ever had a pod: one whose last pod was
+		// removed is written with none.
+		for _, k := range slices.Sorted(maps.Keys(seen)) {
 			state := map[string]bool{}
-			for _, p := range ps {
-				state[p.IP] = !p.Proc.Exited() && probe(ctx, p)
+			for _, p := range groups[k] {
+				state[p.IP] = !p.Proc.Exited() && p.probe(ctx)
 			}
-			sig := fmt.Sprint(readyList(state), len(state))
+			ready := readyList(state)
+			sig := fmt.Sprint(ready, len(state))
 			if sig == last[k] {
 				continue
 			}
@@ -192,13 +187,10 @@ func (t *Topology) runPodStandIn(ctx context.Context) {
 				continue
 			}
 			last[k], lastErr[k] = sig, ""
-			if len(ps) == 0 {
-				last[k] = ""
-			}
 			t.pods.mu.Lock()
-			t.pods.ready[k], t.pods.written[k] = readyList(state), true
+			t.pods.ready[k], t.pods.written[k] = ready, true
 			t.pods.mu.Unlock()
-			t.logf("pod stand-in %s: ready %v of %d", k, readyList(state), len(state))
+			t.logf("pod stand-in %s: ready %v of %d", k, ready, len(state))
 		}
 		select {
 		case <-ctx.Done():
@@ -208,16 +200,16 @@ func (t *Topology) runPodStandIn(ctx context.Context) {
 	}
 }
 
-func probe(ctx context.Context, p *Pod) bool {
+// probe runs the pod's readiness probe once, from inside its namespace.
+func (p *Pod) probe(ctx context.Context) bool {
 	if p.readyURL == "" {
 		return true // no readiness probe: ready once started
 	}
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: p.NS.DialContext, DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.readyURL, nil)
 	if err != nil {
 		return false
 	}
-	resp, err := hc.Do(req)
+	resp, err := p.hc.Do(req)
 	if err != nil {
 		return false
 	}
