@@ -10,13 +10,17 @@ import (
 	"strconv"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/testpki"
@@ -269,6 +273,22 @@ func (cp *ControlPlane) Stop() {
 	for i := len(cp.Procs) - 1; i >= 0; i-- {
 		cp.Procs[i].Stop(10 * time.Second)
 	}
+}
+
+// ServiceAccountToken returns a day-long token of ServiceAccount ns/name
+// (a TokenRequest, as the kubelet asks for a pod's).
+func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, ns, name string) (string, error) {
+	cs, err := kubernetes.NewForConfig(cp.Rest)
+	if err != nil {
+		return "", err
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("%s: token of ServiceAccount %s/%s: %w", cp.Cfg.Name, ns, name, err)
+	}
+	return tr.Status.Token, nil
 }
 
 // EnsureNamespace creates a namespace with labels if it does not exist.

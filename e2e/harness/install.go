@@ -13,16 +13,12 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 
 	"github.com/l5d-tunnel/l5d-tunnel/internal/fixtures"
 	"github.com/l5d-tunnel/l5d-tunnel/internal/healthcheck"
@@ -175,7 +171,6 @@ func isCertManager(o *unstructured.Unstructured, kind string) bool {
 // with tls.crt, tls.key and ca.crt. Then every MutatingWebhookConfiguration
 // annotated cert-manager.io/inject-ca-from=<ns>/<certificate> gets that
 // Certificate's Secret's ca.crt as its caBundle, as cainjector injects it.
-// It returns the CA that signed the serving certificate.
 func (t *Topology) issueCertificates(ctx context.Context, cp *ControlPlane, objs []*unstructured.Unstructured) error {
 	issuers := map[string]map[string]any{} // ns/name -> spec
 	for _, o := range objs {
@@ -309,19 +304,13 @@ func serviceAccountKubeconfig(ctx context.Context, cp *ControlPlane, d *appsv1.D
 	if sa == "" {
 		return fmt.Errorf("deployment %s has no serviceAccountName", d.Name)
 	}
-	cs, err := kubernetes.NewForConfig(cp.Rest)
+	token, err := cp.ServiceAccountToken(ctx, d.Namespace, sa)
 	if err != nil {
 		return err
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(d.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("token of ServiceAccount %s/%s: %w", d.Namespace, sa, err)
-	}
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[cp.Cfg.Name] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: cp.ServingCA.CertPEM}
-	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: token}
 	kc.Contexts[sa] = &clientcmdapi.Context{Cluster: cp.Cfg.Name, AuthInfo: sa, Namespace: d.Namespace}
 	kc.CurrentContext = sa
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -17,14 +17,11 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -357,18 +354,9 @@ func (t *Topology) setupHome(ctx context.Context) error {
 			return fmt.Errorf("home: create %T %s: %w", o, o.GetName(), err)
 		}
 	}
-	cs, err := kubernetes.NewForConfig(t.HomeCP.Rest)
-	if err != nil {
-		return err
-	}
-	tr, err := cs.CoreV1().ServiceAccounts(sa.Namespace).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("home: token for %s: %w", sa.Name, err)
-	}
-	t.HomeToken = tr.Status.Token
-	return nil
+	var err error
+	t.HomeToken, err = t.HomeCP.ServiceAccountToken(ctx, sa.Namespace, sa.Name)
+	return err
 }
 
 // HomeCredentials are the home values the link output must carry.
